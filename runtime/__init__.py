@@ -1,0 +1,1 @@
+"""AITQE runtime: load a checkpoint or bundle, preprocess, prompt, generate, parse."""

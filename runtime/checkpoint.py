@@ -1,0 +1,164 @@
+"""Load an AITQE checkpoint folder (released layout) into its parts, strictly and frugally.
+
+Parts: a `Qwen2ForCausalLM`, the `VisionEncoder` (SigLIP cut at hidden_states[-2] + projector),
+the tokenizer and the config. Weights are safetensors (single or sharded with an index) or
+`pytorch_model*.bin` read with `weights_only=True` (never unpickling arbitrary objects).
+Modules are built on the meta device and every tensor is assigned as it is read, shard by
+shard, so RAM never holds two copies of the weights. Loading is strict: a missing, unknown or
+mis-shaped tensor is an error, so a silently random tower is impossible.
+
+Checkpoint names (transformers 4.41 wrapper) -> modules here:
+  model.*                        -> llm.*
+  vision_model.vision_model.*    -> vision.* (the transformers-5 spelling vision_model.* too)
+  mm_projector.{0,2}.*           -> vision.projector.{0,2}.*
+  image_newline                  -> image_newline (loaded, never inserted)
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from accelerate.utils import set_module_tensor_to_device
+from safetensors import SafetensorError, safe_open
+from torch import nn
+from transformers import logging as hf_logging
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM
+
+from runtime.config import AITQEConfig, load_config
+from runtime.errors import InputError
+from runtime.model import VisionEncoder
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class AITQEModules(nn.Module):
+    """Container whose parameter names are the runtime's names."""
+
+    def __init__(self, cfg: AITQEConfig, attn_implementation: str = "sdpa"):
+        super().__init__()
+        cfg.llm._attn_implementation = attn_implementation
+        self.llm = Qwen2ForCausalLM(cfg.llm)
+        self.vision = VisionEncoder(cfg.vision, cfg.llm.hidden_size, attn_implementation)
+        self.image_newline = nn.Parameter(torch.empty(cfg.llm.hidden_size))
+
+
+@dataclass
+class Checkpoint:
+    config: AITQEConfig
+    tokenizer: PreTrainedTokenizerBase
+    llm: Qwen2ForCausalLM
+    vision: VisionEncoder
+    image_newline: torch.Tensor
+
+
+def weight_files(root: Path) -> list[Path]:
+    """The checkpoint's weight files, in load order."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (root / index).is_file():
+            try:
+                shards = sorted(set(json.loads((root / index).read_text())["weight_map"].values()))
+            except (OSError, ValueError, KeyError) as e:
+                raise InputError(f"{root / index}: unreadable weight index ({e}); restore it") from e
+            missing = [s for s in shards if not (root / s).is_file()]
+            if missing:
+                raise InputError(f"{root}: weight shard {missing[0]} listed in {index} is missing; "
+                                 "re-download the checkpoint")
+            return [root / s for s in shards]
+    for pattern in ("model*.safetensors", "pytorch_model*.bin"):
+        found = sorted(root.glob(pattern))
+        if found:
+            return found
+    raise InputError(f"{root}: no weights (model*.safetensors or pytorch_model*.bin); "
+                     "pass a complete AITQE checkpoint folder")
+
+
+def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs, one at a time, from safetensors (mmap) or weights-only .bin files."""
+    for path in files:
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt", device="cpu") as f:
+                    for name in f.keys():
+                        yield name, f.get_tensor(name)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                while state:
+                    name, tensor = state.popitem()
+                    yield name, tensor
+                del state
+        except (OSError, RuntimeError, ValueError, SafetensorError, pickle.UnpicklingError) as e:
+            raise InputError(f"{path}: cannot read weights ({str(e).splitlines()[0]}); "
+                             "the file is corrupt or not a checkpoint") from e
+
+
+def runtime_name(name: str, vision_layers: int) -> str | None:
+    """Map a checkpoint tensor name to the runtime's; None for known dead weights."""
+    if name.startswith("model."):
+        return "llm." + name[len("model."):]
+    if name.startswith("mm_projector."):
+        return "vision.projector." + name[len("mm_projector."):]
+    if name == "image_newline":
+        return name
+    for prefix in ("vision_model.vision_model.", "vision_model."):
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            dead = (f"encoder.layers.{vision_layers - 1}.", "post_layernorm.", "head.")
+            return None if rest.startswith(dead) else "vision." + rest
+    raise InputError(f"unexpected tensor {name!r} in checkpoint; this is not an AITQE checkpoint")
+
+
+def load_tokenizer(root: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # AutoTokenizer warns that model_type "mm" is unknown to it
+    try:
+        tok = AutoTokenizer.from_pretrained(str(root), trust_remote_code=trust_remote_code,
+                                            local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{root}: cannot load the tokenizer ({str(e).splitlines()[0]}); "
+                         "the checkpoint folder must hold its tokenizer files") from e
+    finally:
+        hf_logging.set_verbosity(level)
+    tok.padding_side = "left"
+    return tok
+
+
+def load_checkpoint(root: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                    trust_remote_code: bool = False, attn_implementation: str = "sdpa") -> Checkpoint:
+    """Load an AITQE checkpoint folder; raises InputError with a one-line reason if unusable."""
+    root = Path(root)
+    cfg = load_config(root)
+    tokenizer = load_tokenizer(root, trust_remote_code)
+    files = weight_files(root)
+    with init_empty_weights(include_buffers=False):
+        modules = AITQEModules(cfg, attn_implementation)
+    expected = dict(modules.named_parameters())
+    if cfg.llm.tie_word_embeddings:
+        expected.pop("llm.lm_head.weight", None)
+    seen: set[str] = set()
+    for name, tensor in iter_tensors(files):
+        target = runtime_name(name, cfg.vision.num_hidden_layers)
+        if target is None:
+            continue
+        if target not in expected:
+            raise InputError(f"unexpected tensor {name!r} in {root}; the config does not match the weights")
+        if tuple(tensor.shape) != tuple(expected[target].shape):
+            hint = (" (the vision config came from " + cfg.vision_config_source + ")") if target.startswith("vision.") else ""
+            raise InputError(f"{name}: shape {tuple(tensor.shape)} does not match the config's "
+                             f"{tuple(expected[target].shape)}{hint}")
+        set_module_tensor_to_device(modules, target, device, value=tensor, dtype=dtype)
+        seen.add(target)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise InputError(f"{root}: {len(missing)} weights missing from the checkpoint "
+                         f"(first: {missing[0]}); the checkpoint is incomplete")
+    if cfg.llm.tie_word_embeddings:
+        modules.llm.tie_weights()
+    modules.to(device)  # the non-persistent buffers (rotary inv_freq, position ids), kept fp32
+    modules.eval()
+    return Checkpoint(cfg, tokenizer, modules.llm, modules.vision, modules.image_newline.detach())

@@ -1,0 +1,55 @@
+"""AITQE's prompt, built structurally: the caption is only ever text.
+
+LLM input = [image embeddings (T tokens)] + tokens(PROMPT with the caption), no BOS, no chat
+template, no EOS. The text is tokenized in one piece, as the original does, so ordinary
+captions give identical ids; special-token strings inside a caption are split into plain text
+(`split_special_tokens=True`), and nothing in a caption is ever parsed for file references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.errors import InputError
+
+PROMPT = ("\nEvaluate the caption: {caption}\nif score is low, give a short description of the image."
+          "\nRespond using a dictionary structure.")
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    ids: list[int]
+    truncated: bool  # the caption was cut to fit the context
+
+
+def _encode(tokenizer, caption: str) -> list[int]:
+    text = PROMPT.format_map({"caption": caption})
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def prompt_ids(tokenizer, caption: str, max_tokens: int) -> PromptIds:
+    """Token ids of the text part of the prompt, at most `max_tokens` long."""
+    if not isinstance(caption, str) or not caption.strip():
+        raise InputError("caption is empty; give the text to evaluate")
+    try:
+        caption.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("caption is not valid Unicode text (lone surrogate or undecodable bytes); "
+                         "pass UTF-8 text") from None
+    ids = _encode(tokenizer, caption)
+    if len(ids) <= max_tokens:
+        return PromptIds(ids, False)
+    fixed = len(_encode(tokenizer, "")) + 2  # template tokens, plus a margin for merges at the cut
+    if max_tokens <= fixed:
+        raise InputError(f"the context has room for only {max_tokens} prompt tokens; "
+                         "lower --max-new-tokens")
+    enc = tokenizer(caption, add_special_tokens=False, split_special_tokens=True,
+                    return_offsets_mapping=True)
+    keep = max_tokens - fixed
+    while keep > 0:
+        cut = caption[: enc["offset_mapping"][keep - 1][1]]
+        ids = _encode(tokenizer, cut)
+        if len(ids) <= max_tokens:
+            return PromptIds(ids, True)
+        keep -= len(ids) - max_tokens
+    raise InputError("caption could not be truncated to fit the context; lower --max-new-tokens")

@@ -1,0 +1,132 @@
+"""`python -m runtime.score`: score one image-caption pair, or a JSONL file of pairs.
+
+Single pair: prints one JSON verdict; exit 1 with a one-line reason on bad input.
+Batch (`--input PAIRS --output OUT.jsonl`): one output record per input line, errors included;
+resumable (a rerun skips the lines already recorded); Ctrl-C keeps everything written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from itertools import islice
+from pathlib import Path
+
+from runtime.errors import InputError
+from runtime.pairs import RecordWriter, done_lines, read_pairs
+from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer, Verdict
+
+
+def default_model() -> Path:
+    raise InputError("no --model given and the built-in demo model is not available yet; "
+                     "pass --model with an AITQE checkpoint folder")
+
+
+def load_scorer(args: argparse.Namespace) -> Scorer:
+    path = Path(args.model) if args.model else default_model()
+    if not path.is_dir():
+        raise InputError(f"--model {path}: not a folder; pass an AITQE checkpoint folder")
+    return Scorer.from_pretrained(path, device=args.device, dtype=args.dtype,
+                                  trust_remote_code=args.trust_remote_code)
+
+
+def score_rows(scorer: Scorer, rows: list, args: argparse.Namespace) -> list[Verdict]:
+    """Score rows as one batch; if the model fails on it, pair by pair, recording each failure."""
+    if not rows:
+        return []
+    try:
+        return scorer.score_batch([Pair(r.image, r.caption, r.id) for r in rows],
+                                  output_all=args.output_all, max_new_tokens=args.max_new_tokens)
+    except RuntimeError as e:  # e.g. out of memory on this batch
+        if len(rows) > 1:
+            return [v for r in rows for v in score_rows(scorer, [r], args)]
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return [Verdict(id=rows[0].id, model=scorer.model_id, error=f"model failed on this pair: {reason}")]
+
+
+def run_batch(scorer: Scorer, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    output = Path(args.output)
+    done = done_lines(output)
+    rows = [r for r in read_pairs(args.input) if r.line not in done]
+    writer = RecordWriter(output)
+    failed = 0
+    try:
+        with tqdm(total=len(rows) + len(done), initial=len(done), unit="pair", file=sys.stderr,
+                  disable=args.quiet) as bar:
+            it = iter(rows)
+            while batch := list(islice(it, args.batch_size)):
+                bad = [r for r in batch if r.error]
+                good = [r for r in batch if not r.error]
+                verdicts = score_rows(scorer, good, args)
+                records = {r.line: {"id": r.id, "line": r.line, "error": r.error} for r in bad}
+                records.update({r.line: {**v.to_dict(), "line": r.line} for r, v in zip(good, verdicts)})
+                writer.write([records[n] for n in sorted(records)])
+                failed += len(bad) + sum(v.error is not None for v in verdicts)
+                bar.update(len(batch))
+    finally:
+        writer.close()
+    print(f"{len(rows)} pairs scored into {output} ({failed} with errors, {len(done)} already done)",
+          file=sys.stderr)
+    return 0
+
+
+def run_single(scorer: Scorer, args: argparse.Namespace) -> int:
+    verdict = scorer.score(args.image, args.caption, output_all=args.output_all,
+                           max_new_tokens=args.max_new_tokens)
+    if verdict.error:
+        raise InputError(verdict.error)
+    print(json.dumps(verdict.to_dict(), ensure_ascii=False))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m runtime.score", description=__doc__.splitlines()[0])
+    p.add_argument("--image", help="image file (single-pair mode)")
+    p.add_argument("--caption", help="caption text (single-pair mode)")
+    p.add_argument("--input", help="pairs JSONL with id, image, caption (batch mode)")
+    p.add_argument("--output", help="verdicts JSONL to write or resume (batch mode)")
+    p.add_argument("--model", help="AITQE checkpoint folder or bundle (default: the built-in demo model)")
+    p.add_argument("--output-all", action="store_true", help="generate all sub-scores, not just up to the overall score")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the tokenizer's own Python code to run (off by default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    single = args.image is not None or args.caption is not None
+    batch = args.input is not None or args.output is not None
+    if single == batch:
+        p.error("give either --image and --caption, or --input and --output")
+    if single and (args.image is None or args.caption is None):
+        p.error("single-pair mode needs both --image and --caption")
+    if batch and (args.input is None or args.output is None):
+        p.error("batch mode needs both --input and --output")
+    if args.max_new_tokens < 1 or args.batch_size < 1:
+        p.error("--max-new-tokens and --batch-size must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.input and not Path(args.input).is_file():
+            raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL file")
+        scorer = load_scorer(args)
+        return run_batch(scorer, args) if args.input else run_single(scorer, args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: everything already written is kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

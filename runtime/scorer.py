@@ -1,0 +1,138 @@
+"""`Scorer`: the Python API of the runtime. One image-caption pair or a batch in, verdicts out.
+
+Per-pair input problems (unreadable image, empty caption) become an `error` in that pair's
+verdict; the other pairs of the batch are still scored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+
+from runtime.checkpoint import DTYPES, load_checkpoint
+from runtime.errors import InputError
+from runtime.generate import greedy_generate
+from runtime.image import ImageSpec, load_image, preprocess
+from runtime.parse import parse_output, to_dict
+from runtime.prompt import prompt_ids
+
+DEFAULT_MAX_NEW_TOKENS = 384
+
+
+@dataclass
+class Pair:
+    image: str | Path | Image.Image
+    caption: str
+    id: Any = None
+
+
+@dataclass
+class Verdict:
+    """The result for one pair: parsed fields, raw text, timings, and any error."""
+
+    id: Any
+    model: str
+    overall_score: int | None = None
+    recaption: str | None = None
+    overall_explanation: str | None = None
+    sub_scores: dict = field(default_factory=dict)
+    raw_text: str | None = None
+    caption_truncated: bool = False
+    parse_error: str | None = None
+    error: str | None = None
+    timings: dict = field(default_factory=dict)
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        if d["note"] is None:
+            del d["note"]
+        return d
+
+
+@dataclass
+class Scorer:
+    """Runs AITQE: vision encoder -> prompt embeddings -> greedy decoding -> parsed verdict."""
+
+    llm: torch.nn.Module
+    vision: Callable[[torch.Tensor], torch.Tensor]  # pixels [B,3,S,S] -> embeddings [B,T,H]
+    tokenizer: Any
+    image_spec: ImageSpec
+    image_tokens: int
+    eos_token_id: int | None
+    pad_token_id: int | None
+    model_id: str
+    max_positions: int
+    device: str = "cpu"
+    note: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
+                        trust_remote_code: bool = False) -> "Scorer":
+        """Load an AITQE checkpoint folder. dtype: bf16 | fp16 | fp32 (default: bf16 on CUDA, fp32 on CPU)."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+        dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
+        if dtype not in DTYPES:
+            raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        ck = load_checkpoint(path, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
+        cfg = ck.config
+        return cls(llm=ck.llm, vision=ck.vision, tokenizer=ck.tokenizer, image_spec=cfg.image,
+                   image_tokens=cfg.image_tokens, eos_token_id=cfg.eos_token_id,
+                   pad_token_id=cfg.pad_token_id, model_id=Path(path).resolve().name,
+                   max_positions=cfg.llm.max_position_embeddings, device=device)
+
+    def score(self, image: str | Path | Image.Image, caption: str, *, output_all: bool = False,
+              max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Verdict:
+        return self.score_batch([Pair(image, caption)], output_all=output_all,
+                                max_new_tokens=max_new_tokens)[0]
+
+    def prepare(self, pair: Pair, max_new_tokens: int) -> tuple[Image.Image, list[int], bool]:
+        """Validate one pair: its RGB image and prompt ids, or InputError."""
+        budget = self.max_positions - self.image_tokens - max_new_tokens
+        prompt = prompt_ids(self.tokenizer, pair.caption, budget)
+        image = pair.image if isinstance(pair.image, Image.Image) else load_image(pair.image)
+        return image.convert("RGB"), prompt.ids, prompt.truncated
+
+    @torch.inference_mode()
+    def embed_prompts(self, images: list[Image.Image], prompts: list[list[int]]) -> list[torch.Tensor]:
+        """LLM input rows [T + L_i, H]: image embeddings first, then the prompt's token embeddings."""
+        pixels = preprocess(images, self.image_spec).to(self.device)
+        image_embeds = self.vision(pixels)
+        embed = self.llm.get_input_embeddings()
+        return [torch.cat([img.to(embed.weight.dtype), embed(torch.tensor(ids, device=embed.weight.device))])
+                for img, ids in zip(image_embeds, prompts)]
+
+    @torch.inference_mode()
+    def score_batch(self, pairs: list[Pair], *, output_all: bool = False,
+                    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Verdict]:
+        """Score pairs together (one forward batch); bad pairs get an error, the rest are scored."""
+        verdicts = [Verdict(id=p.id, model=self.model_id, note=self.note) for p in pairs]
+        ready = []
+        for v, p in zip(verdicts, pairs):
+            try:
+                ready.append((v, *self.prepare(p, max_new_tokens)))
+            except InputError as e:
+                v.error = str(e)
+        if not ready:
+            return verdicts
+        start = time.perf_counter()
+        rows = self.embed_prompts([r[1] for r in ready], [r[2] for r in ready])
+        embed_s = time.perf_counter() - start
+        gen = greedy_generate(self.llm, self.tokenizer, rows, eos_token_id=self.eos_token_id,
+                              pad_token_id=self.pad_token_id, max_new_tokens=max_new_tokens,
+                              output_all=output_all)
+        for (v, _, _, truncated), text, n in zip(ready, gen.texts, gen.new_tokens):
+            parsed = to_dict(parse_output(text, output_all))
+            v.overall_score, v.recaption = parsed["overall_score"], parsed["recaption"]
+            v.overall_explanation, v.sub_scores = parsed["overall_explanation"], parsed["sub_scores"]
+            v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, truncated
+            v.timings = {"batch_size": len(ready), "embed_ms": round(1000 * embed_s, 2),
+                         "generate_ms": round(1000 * gen.seconds, 2), "new_tokens": n}
+        return verdicts
