@@ -18,6 +18,8 @@ from pathlib import Path
 
 SIZES = {  # FixtureSpec overrides
     "tiny": {},
+    "small": {"hidden": 768, "layers": 8, "heads": 12, "kv_heads": 4, "intermediate": 3072,
+              "tokenizer_vocab": 1000, "vocab_pad": 8192},
     "mid": {"hidden": 1024, "layers": 12, "heads": 16, "kv_heads": 4, "intermediate": 4096,
             "tokenizer_vocab": 1000, "vocab_pad": 8192, "vision_hidden": 384, "vision_layers": 6,
             "vision_heads": 6, "vision_intermediate": 1536, "image_size": 224, "patch_size": 14},

@@ -16,6 +16,7 @@ Checkpoint names (transformers 4.41 wrapper) -> modules here:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from collections.abc import Iterator
@@ -162,3 +163,15 @@ def load_checkpoint(root: str | Path, *, dtype: torch.dtype = torch.float32, dev
     modules.to(device)  # the non-persistent buffers (rotary inv_freq, position ids), kept fp32
     modules.eval()
     return Checkpoint(cfg, tokenizer, modules.llm, modules.vision, modules.image_newline.detach())
+
+
+def fingerprint(root: str | Path) -> str:
+    """sha256 over config.json and every weight file (name and bytes): identifies a checkpoint."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in [root / "config.json", *weight_files(root)]:
+        h.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()

@@ -11,7 +11,7 @@ so400m-patch14-384 values are used and later checked against the weights' shapes
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from transformers import Qwen2Config, SiglipVisionConfig
@@ -124,7 +124,7 @@ def load_config(root: str | Path) -> AITQEConfig:
         raise InputError(f"{path}: image_tile_tokens {raw['image_tile_tokens']} does not match the vision "
                          f"config ({vision.image_size}px / patch {vision.patch_size} = {tokens} tokens)")
     if spec.size != vision.image_size:
-        spec = ImageSpec(**{**spec.__dict__, "size": vision.image_size})
+        spec = replace(spec, size=vision.image_size)
     return AITQEConfig(
         root=root, raw=raw, llm=llm, vision=vision, image=spec, vision_config_source=source,
         image_tokens=tokens, eos_token_id=raw.get("eos_token_index"),

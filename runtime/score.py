@@ -13,14 +13,17 @@ import sys
 from itertools import islice
 from pathlib import Path
 
+from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
 from runtime.pairs import RecordWriter, done_lines, read_pairs
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer, Verdict
 
 
 def default_model() -> Path:
-    raise InputError("no --model given and the built-in demo model is not available yet; "
-                     "pass --model with an AITQE checkpoint folder")
+    if not (DEMO_MODEL / "config.json").is_file():
+        raise InputError(f"no --model given and the built-in demo model is missing ({DEMO_MODEL}); "
+                         "reinstall, or pass --model with an AITQE checkpoint folder")
+    return DEMO_MODEL
 
 
 def load_scorer(args: argparse.Namespace) -> Scorer:

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from runtime.checkpoint import DTYPES, load_checkpoint
+from runtime.bundle import is_bundle, load_bundle
+from runtime.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.errors import InputError
 from runtime.generate import greedy_generate
 from runtime.image import ImageSpec, load_image, preprocess
@@ -74,19 +75,36 @@ class Scorer:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
                         trust_remote_code: bool = False) -> "Scorer":
-        """Load an AITQE checkpoint folder. dtype: bf16 | fp16 | fp32 (default: bf16 on CUDA, fp32 on CPU)."""
+        """Load an AITQE checkpoint folder or an aitqe-edge bundle (its manifest decides how).
+
+        dtype (bf16 | fp16 | fp32; default bf16 on CUDA, fp32 on CPU) applies to the 16-bit parts;
+        a quantized backbone keeps its method's own storage and compute types.
+        """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
         dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        if is_bundle(path):
+            b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+            m = b.manifest
+            return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=b.image_spec,
+                       image_tokens=m["image_tokens"], eos_token_id=m["eos_token_id"],
+                       pad_token_id=m["pad_token_id"], model_id=Path(path).resolve().name,
+                       max_positions=b.llm.config.max_position_embeddings, device=device, note=m.get("note"))
         ck = load_checkpoint(path, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
+        return cls.from_checkpoint(ck, device)
+
+    @classmethod
+    def from_checkpoint(cls, ck: Checkpoint, device: str = "cpu") -> "Scorer":
+        """A scorer over an already loaded AITQE checkpoint."""
         cfg = ck.config
         return cls(llm=ck.llm, vision=ck.vision, tokenizer=ck.tokenizer, image_spec=cfg.image,
                    image_tokens=cfg.image_tokens, eos_token_id=cfg.eos_token_id,
-                   pad_token_id=cfg.pad_token_id, model_id=Path(path).resolve().name,
-                   max_positions=cfg.llm.max_position_embeddings, device=device)
+                   pad_token_id=cfg.pad_token_id, model_id=cfg.root.resolve().name,
+                   max_positions=cfg.llm.max_position_embeddings, device=device,
+                   note=(cfg.raw.get("aitqe_edge_demo") or {}).get("note"))
 
     def score(self, image: str | Path | Image.Image, caption: str, *, output_all: bool = False,
               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Verdict:
@@ -101,10 +119,14 @@ class Scorer:
         return image.convert("RGB"), prompt.ids, prompt.truncated
 
     @torch.inference_mode()
+    def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
+        """Projected image embeddings [B, T, H] of RGB images."""
+        return self.vision(preprocess(images, self.image_spec).to(self.device))
+
+    @torch.inference_mode()
     def embed_prompts(self, images: list[Image.Image], prompts: list[list[int]]) -> list[torch.Tensor]:
         """LLM input rows [T + L_i, H]: image embeddings first, then the prompt's token embeddings."""
-        pixels = preprocess(images, self.image_spec).to(self.device)
-        image_embeds = self.vision(pixels)
+        image_embeds = self.image_embeddings(images)
         embed = self.llm.get_input_embeddings()
         return [torch.cat([img.to(embed.weight.dtype), embed(torch.tensor(ids, device=embed.weight.device))])
                 for img, ids in zip(image_embeds, prompts)]

@@ -147,3 +147,14 @@ def test_vision_config_read_from_absolute_path(tiny_ckpt, tmp_path):
     raw["vision_model_name_or_path"] = str(tmp_path / "elsewhere")
     (root / "config.json").write_text(json.dumps(raw))
     assert load_config(root).vision.hidden_size == FixtureSpec().vision_hidden
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_loading_holds_one_copy_of_the_weights(tmp_path, dtype):
+    """Two copies would give a ratio >= 2; streaming gives ~1 plus fixed overhead and one shard."""
+    from bench.load_memory import SIZES, measure
+
+    root = random_checkpoint(tmp_path / "small", FixtureSpec(**SIZES["small"]), shard_bytes=16 * 2**20)
+    r = measure(root, dtype)
+    assert r["weight_bytes"] > 150 * 2**20
+    assert r["ratio"] < 1.5, r

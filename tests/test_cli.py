@@ -153,10 +153,13 @@ def test_single_empty_caption(capsys, tiny_ckpt, image_dir, caption):
     assert_one_line_error(rc, out, err, "caption is empty")
 
 
-def test_no_model_says_demo_model_not_available(capsys, image_dir):
+def test_missing_demo_model_is_a_clear_error(capsys, image_dir, tmp_path, monkeypatch):
+    import runtime.score
+
+    monkeypatch.setattr(runtime.score, "DEMO_MODEL", tmp_path / "gone")
     rc, out, err = run_main(capsys, ["--image", str(image_dir / "img0.png"), "--caption", "x", *FAST])
     assert rc == 1
-    assert_one_line_error(rc, out, err, "demo model is not available", "--model")
+    assert_one_line_error(rc, out, err, "demo model is missing", "--model")
 
 
 def test_model_folder_missing(capsys, tmp_path, image_dir):

@@ -1,0 +1,78 @@
+"""`python -m quantize`: an AITQE checkpoint -> a runnable, self-describing bundle.
+
+    python -m quantize --model SRC --method {bf16,fp16,bnb-int8,bnb-nf4,gptq-int8,gptq-int4}
+        [--vision torch] [--calibration FILE] --output BUNDLE [--force] [method options]
+
+Prints the bundle's size, the backbone's bits per weight and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from quantize.backbone import (METHODS, add_calibration_args, add_method_args, calibration_for,
+                               method_config, quantize_backbone)
+from quantize.bundle import bundle_bytes, finish, staging_dir
+from quantize.vision import export_torch
+from runtime.checkpoint import fingerprint, load_checkpoint
+from runtime.errors import InputError
+
+
+def make_bundle(args: argparse.Namespace) -> tuple[Path, dict]:
+    output = Path(args.output)
+    config = method_config(args)
+    tmp = staging_dir(output, args.force)
+    try:
+        ck = load_checkpoint(args.model)
+        cal = calibration_for(args, ck) if METHODS[args.method].calibrated else None
+        backbone = quantize_backbone(ck, args.method, config, tmp / "backbone", calibration=cal,
+                                     device=args.device, work=tmp / ".work")
+        vision = export_torch(ck, tmp / "vision", "bf16" if args.method != "fp16" else "fp16")
+        ck.tokenizer.save_pretrained(tmp / "tokenizer")
+        import shutil
+
+        shutil.rmtree(tmp / ".work")
+        cfg = ck.config
+        manifest = finish(tmp, output, {
+            "source": {"path": str(Path(args.model).resolve()), "fingerprint": fingerprint(args.model)},
+            "backbone": backbone, "vision": vision,
+            "image": {**cfg.image.__dict__}, "image_tokens": cfg.image_tokens,
+            "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id,
+            "note": (cfg.raw.get("aitqe_edge_demo") or {}).get("note"),
+        })
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output, manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m quantize", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="AITQE checkpoint folder (16-bit)")
+    p.add_argument("--output", required=True, help="bundle folder to write")
+    p.add_argument("--vision", choices=["torch"], default="torch", help="vision encoder format")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--device", default="cpu", help="where to quantize (cpu, cuda)")
+    add_method_args(p)
+    add_calibration_args(p)
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        output, manifest = make_bundle(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    b = manifest["backbone"]
+    print(f"wrote {output}: {args.method}, bundle {bundle_bytes(output) / 2**20:.1f} MiB "
+          f"(backbone {bundle_bytes(output, 'backbone/') / 2**20:.1f} MiB, {b['bits_per_weight']:.2f} bits/weight), "
+          f"{time.perf_counter() - start:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""bf16 / fp16: the backbone unquantized, so the 16-bit reference is a bundle like the others."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    dtype: str = "bf16"
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dense dtype {self.dtype!r}: use bf16 or fp16")
+
+
+def quantize(dense_dir: Path, out: Path, cfg: DenseConfig, calibration=None, device: str = "cpu") -> dict:
+    """Copy the 16-bit backbone folder in the requested dtype."""
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM.from_pretrained(dense_dir, dtype=DTYPES[cfg.dtype])
+    model.save_pretrained(out)
+    return {"dtype": cfg.dtype}

@@ -1,0 +1,164 @@
+"""Train the built-in demo model: `python -m runtime.demo.train --output DIR`.
+
+A ~5 M-parameter model in AITQE's exact architecture (SigLIP-style tower read at its second-to-
+last layer, MLP projector, Qwen2-style LM, the same prompt with the image first), trained from
+scratch with teacher forcing on the synthetic world of `runtime.demo.world`, and written in the
+released checkpoint layout. It is a demo: it judges synthetic shapes, not real images.
+
+Its tokenizer is a byte-level BPE trained on the world's texts, with the fixed pieces of the
+prompt and of the verdict object (its keys and punctuation, `<Overall>`) as whole tokens, so
+sequences stay short (~64 image + ~20 prompt + ~60 answer tokens) and training fits a 2-core CPU.
+Loss is on the answer (the verdict text + EOS) only. Reproducible from --seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from transformers import Qwen2Config, SiglipVisionConfig, SiglipVisionModel
+
+from runtime.checkpoint import AITQEModules
+from runtime.checkpoint_writer import aitqe_config, save_checkpoint, train_tokenizer
+from runtime.config import AITQEConfig
+from runtime.demo import DEMO_NOTE
+from runtime.demo.world import ASPECTS, corpus_texts, make_example, verdict_text
+from runtime.image import ImageSpec, preprocess
+from runtime.prompt import PROMPT, prompt_ids
+
+MARK = "\x00"
+
+
+def fixed_pieces() -> list[str]:
+    """The literal parts of the prompt and of a verdict object, between the variable values."""
+    verdict = {"Recaption": MARK, "Overall Score": MARK, "Overall Explanation": MARK}
+    for name in ASPECTS:
+        verdict[f"{name} Score"] = 0
+        verdict[f"{name} Explanation"] = MARK
+    text = json.dumps(verdict).replace("\\u0000", MARK).replace(": 0,", f": {MARK},")
+    return [p for p in text.split(MARK) if p] + ["<Overall>"] + [p for p in PROMPT.split("{caption}")]
+
+
+def demo_tokenizer(seed: int, vocab_size: int):
+    tok = train_tokenizer(list(corpus_texts(seed, 20_000)), vocab_size)
+    tok.add_tokens(fixed_pieces())
+    return tok
+
+
+def configs(vocab: int) -> tuple[Qwen2Config, SiglipVisionConfig]:
+    llm = Qwen2Config(vocab_size=vocab, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    vision = SiglipVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=5,
+                                num_attention_heads=4, image_size=64, patch_size=8, layer_norm_eps=1e-6,
+                                hidden_act="gelu_pytorch_tanh")
+    return llm, vision
+
+
+def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int):
+    """Pixels, text ids (prompt + answer + EOS, right-padded), labels (answer only), mask."""
+    exs = [make_example(seed, start + i, spec.size) for i in range(n)]
+    rows, labels = [], []
+    for e in exs:
+        prompt = prompt_ids(tok, e.caption, 10_000).ids
+        answer = tok(verdict_text(e.verdict), add_special_tokens=False)["input_ids"] + [eos]
+        rows.append(prompt + answer)
+        labels.append([-100] * len(prompt) + answer)
+    width = max(map(len, rows))
+    ids = torch.full((n, width), eos)
+    lab = torch.full((n, width), -100)
+    mask = torch.zeros(n, width, dtype=torch.long)
+    for i, (r, l) in enumerate(zip(rows, labels)):
+        ids[i, : len(r)], lab[i, : len(l)], mask[i, : len(r)] = torch.tensor(r), torch.tensor(l), 1
+    return preprocess([e.image for e in exs], spec), ids, lab, mask
+
+
+def loss_of(modules: AITQEModules, pixels, ids, labels, mask) -> torch.Tensor:
+    image = modules.vision(pixels)
+    embeds = torch.cat([image, modules.llm.get_input_embeddings()(ids)], dim=1)
+    t = image.shape[1]
+    mask = torch.cat([torch.ones(mask.shape[0], t, dtype=mask.dtype), mask], dim=1)
+    labels = torch.cat([torch.full((labels.shape[0], t), -100), labels], dim=1)
+    return modules.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+
+def save(modules: AITQEModules, vision_cfg: SiglipVisionConfig, tok, out: Path, meta: dict) -> None:
+    state = {f"model.{k}": v for k, v in modules.llm.state_dict().items()}
+    full = SiglipVisionModel(vision_cfg).state_dict()  # supplies the dead last layer, post-LN, head
+    full.update({k: v for k, v in modules.vision.state_dict().items() if not k.startswith("projector.")})
+    state.update({f"vision_model.vision_model.{k}": v for k, v in full.items()})
+    for i in (0, 2):
+        for k, v in modules.vision.projector[i].state_dict().items():
+            state[f"mm_projector.{i}.{k}"] = v
+    state["image_newline"] = modules.image_newline.detach()
+    state = {k: v.detach().to(torch.bfloat16) for k, v in state.items()}
+    config = aitqe_config(modules.llm.config, vision_cfg, tok, "siglip")
+    config["aitqe_edge_demo"] = {"note": DEMO_NOTE, **meta}
+    save_checkpoint(out, config=config, state=state, tokenizer=tok, vision=vision_cfg,
+                    image=ImageSpec(size=vision_cfg.image_size))
+
+
+def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int, log_every: int) -> None:
+    torch.manual_seed(seed)
+    tok = demo_tokenizer(seed, vocab)
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    llm_cfg, vision_cfg = configs(-(-len(tok) // 64) * 64)
+    spec = ImageSpec(size=vision_cfg.image_size)
+    cfg = AITQEConfig(root=out, raw={}, llm=llm_cfg, vision=vision_cfg, image=spec, vision_config_source="",
+                      image_tokens=(64 // 8) ** 2, eos_token_id=eos, pad_token_id=eos)
+    modules = AITQEModules(cfg)
+    torch.nn.init.normal_(modules.image_newline, std=0.02)
+    params = sum(p.numel() for p in modules.parameters())
+    print(f"demo model: {params / 1e6:.2f} M parameters, tokenizer {len(tok)} tokens", flush=True)
+    opt = torch.optim.AdamW(modules.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 50)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / steps))))
+    modules.train()
+    start, curve, run = time.time(), [], 0.0
+    for step in range(steps):
+        loss = loss_of(modules, *make_batch(seed, step * batch, batch, tok, spec, eos))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        run += loss.item()
+        if (step + 1) % log_every == 0:
+            curve.append((step + 1, run / log_every))
+            print(f"step {step + 1:5d}/{steps}  loss {run / log_every:.4f}  lr {sched.get_last_lr()[0]:.2e}  "
+                  f"{time.time() - start:.0f}s", flush=True)
+            run = 0.0
+        if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
+            meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr,
+                    "train_examples": (step + 1) * batch, "train_seconds": round(time.time() - start),
+                    "loss_curve": curve}
+            save(modules.eval(), vision_cfg, tok, out, meta)
+            modules.train()
+    print(f"wrote {out} after {time.time() - start:.0f}s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m runtime.demo.train", description=__doc__.splitlines()[0])
+    p.add_argument("--output", required=True, help="checkpoint folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--vocab", type=int, default=768, help="BPE vocabulary before the fixed pieces")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
+          vocab=args.vocab, log_every=args.log_every)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
