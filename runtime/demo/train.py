@@ -16,17 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import time
 from pathlib import Path
 
 import torch
 from transformers import Qwen2Config, SiglipVisionConfig, SiglipVisionModel
 
-from runtime.checkpoint import AITQEModules
+from runtime.checkpoint import AITQEModules, load_checkpoint
 from runtime.checkpoint_writer import aitqe_config, save_checkpoint, train_tokenizer
 from runtime.config import AITQEConfig
 from runtime.demo import DEMO_NOTE
-from runtime.demo.world import ASPECTS, corpus_texts, make_example, verdict_text
+from runtime.demo.world import ASPECTS, KINDS, corpus_texts, make_example, verdict_text
 from runtime.image import ImageSpec, preprocess
 from runtime.prompt import PROMPT, prompt_ids
 
@@ -59,9 +60,17 @@ def configs(vocab: int) -> tuple[Qwen2Config, SiglipVisionConfig]:
     return llm, vision
 
 
-def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int):
+def pick_kind(seed: int, index: int, weights: dict[str, float] | None) -> str | None:
+    """None: the world's own kind mix; else a kind drawn with these weights."""
+    if not weights:
+        return None
+    return random.Random(seed * 7_919 + index).choices(list(weights), list(weights.values()))[0]
+
+
+def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int,
+               kind_weights: dict[str, float] | None = None):
     """Pixels, text ids (prompt + answer + EOS, right-padded), labels (answer only), mask."""
-    exs = [make_example(seed, start + i, spec.size) for i in range(n)]
+    exs = [make_example(seed, start + i, spec.size, pick_kind(seed, start + i, kind_weights)) for i in range(n)]
     rows, labels = [], []
     for e in exs:
         prompt = prompt_ids(tok, e.caption, 10_000).ids
@@ -102,16 +111,31 @@ def save(modules: AITQEModules, vision_cfg: SiglipVisionConfig, tok, out: Path, 
                     image=ImageSpec(size=vision_cfg.image_size))
 
 
-def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int, log_every: int) -> None:
-    torch.manual_seed(seed)
+def start_from(init: Path | None, seed: int, vocab: int):
+    """Fresh modules and tokenizer, or those of a checkpoint (to continue training it)."""
+    if init is not None:
+        ck = load_checkpoint(init, dtype=torch.float32)
+        modules = AITQEModules(ck.config)
+        modules.load_state_dict({**{f"llm.{k}": v for k, v in ck.llm.state_dict().items()},
+                                 **{f"vision.{k}": v for k, v in ck.vision.state_dict().items()},
+                                 "image_newline": ck.image_newline})
+        return modules, ck.tokenizer, ck.config.vision
     tok = demo_tokenizer(seed, vocab)
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     llm_cfg, vision_cfg = configs(-(-len(tok) // 64) * 64)
-    spec = ImageSpec(size=vision_cfg.image_size)
-    cfg = AITQEConfig(root=out, raw={}, llm=llm_cfg, vision=vision_cfg, image=spec, vision_config_source="",
-                      image_tokens=(64 // 8) ** 2, eos_token_id=eos, pad_token_id=eos)
+    cfg = AITQEConfig(root=Path("."), raw={}, llm=llm_cfg, vision=vision_cfg, image=ImageSpec(size=vision_cfg.image_size),
+                      vision_config_source="", image_tokens=(64 // 8) ** 2, eos_token_id=eos, pad_token_id=eos)
     modules = AITQEModules(cfg)
     torch.nn.init.normal_(modules.image_newline, std=0.02)
+    return modules, tok, vision_cfg
+
+
+def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int, log_every: int,
+          init: Path | None = None, kind_weights: dict[str, float] | None = None) -> None:
+    torch.manual_seed(seed)
+    modules, tok, vision_cfg = start_from(init, seed, vocab)
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    spec = ImageSpec(size=vision_cfg.image_size)
     params = sum(p.numel() for p in modules.parameters())
     print(f"demo model: {params / 1e6:.2f} M parameters, tokenizer {len(tok)} tokens", flush=True)
     opt = torch.optim.AdamW(modules.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -121,7 +145,7 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
     modules.train()
     start, curve, run = time.time(), [], 0.0
     for step in range(steps):
-        loss = loss_of(modules, *make_batch(seed, step * batch, batch, tok, spec, eos))
+        loss = loss_of(modules, *make_batch(seed, step * batch, batch, tok, spec, eos, kind_weights))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -134,7 +158,8 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
                   f"{time.time() - start:.0f}s", flush=True)
             run = 0.0
         if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
-            meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr,
+            meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr, "init": str(init or ""),
+                    "kind_weights": kind_weights,
                     "train_examples": (step + 1) * batch, "train_seconds": round(time.time() - start),
                     "loss_curve": curve}
             save(modules.eval(), vision_cfg, tok, out, meta)
@@ -152,11 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab", type=int, default=768, help="BPE vocabulary before the fixed pieces")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    p.add_argument("--init", help="continue training this checkpoint (its weights and tokenizer)")
+    p.add_argument("--kind-weights", help="caption-kind mix, e.g. exact:2,wrong_colour:3 (default: the world's)")
     args = p.parse_args(argv)
+    weights = None
+    if args.kind_weights:
+        weights = {k: float(v) for k, v in (item.split(":") for item in args.kind_weights.split(","))}
+        unknown = set(weights) - set(KINDS)
+        if unknown:
+            p.error(f"unknown caption kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
-          vocab=args.vocab, log_every=args.log_every)
+          vocab=args.vocab, log_every=args.log_every, init=Path(args.init) if args.init else None,
+          kind_weights=weights)
     return 0
 
 
