@@ -9,6 +9,7 @@ Prints the bundle's size, the backbone's bits per weight and the wall time.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,25 +28,22 @@ def make_bundle(args: argparse.Namespace) -> tuple[Path, dict]:
     tmp = staging_dir(output, args.force)
     try:
         ck = load_checkpoint(args.model)
-        cal = calibration_for(args, ck) if METHODS[args.method].calibrated else None
+        source = fingerprint(args.model)
+        cal = calibration_for(args, ck, source) if METHODS[args.method].calibrated else None
         backbone = quantize_backbone(ck, args.method, config, tmp / "backbone", calibration=cal,
                                      device=args.device, work=tmp / ".work")
         vision = export_torch(ck, tmp / "vision", "bf16" if args.method != "fp16" else "fp16")
         ck.tokenizer.save_pretrained(tmp / "tokenizer")
-        import shutil
-
         shutil.rmtree(tmp / ".work")
         cfg = ck.config
         manifest = finish(tmp, output, {
-            "source": {"path": str(Path(args.model).resolve()), "fingerprint": fingerprint(args.model)},
+            "source": {"path": str(Path(args.model).resolve()), "fingerprint": source},
             "backbone": backbone, "vision": vision,
             "image": {**cfg.image.__dict__}, "image_tokens": cfg.image_tokens,
             "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id,
             "note": (cfg.raw.get("aitqe_edge_demo") or {}).get("note"),
         })
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output, manifest

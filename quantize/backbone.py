@@ -66,10 +66,9 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
-def calibration_for(args: argparse.Namespace, ck: Checkpoint):
+def calibration_for(args: argparse.Namespace, ck: Checkpoint, source_fingerprint: str):
     """The calibration set: the given file, or the built-in one made with the model's own tower."""
     from calibration.build import build, demo_world_pairs, load
-    from runtime.checkpoint import fingerprint
     from runtime.scorer import Scorer
 
     if args.calibration:
@@ -77,7 +76,7 @@ def calibration_for(args: argparse.Namespace, ck: Checkpoint):
     scorer = Scorer.from_checkpoint(ck)
     return build(scorer, demo_world_pairs(args.calibration_samples, args.seed),
                  text_only=args.calibration_text_only, seed=args.seed,
-                 source=f"built-in demo-world:seed={args.seed}", model_fingerprint=fingerprint(ck.config.root))
+                 source=f"built-in demo-world:seed={args.seed}", model_fingerprint=source_fingerprint)
 
 
 def method_config(args: argparse.Namespace) -> Any:
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     import tempfile
 
-    from runtime.checkpoint import load_checkpoint
+    from runtime.checkpoint import fingerprint, load_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m quantize.backbone", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = method_config(args)
         ck = load_checkpoint(args.model)
-        cal = calibration_for(args, ck) if METHODS[args.method].calibrated else None
+        cal = calibration_for(args, ck, fingerprint(args.model)) if METHODS[args.method].calibrated else None
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=False)
         with tempfile.TemporaryDirectory() as work:

@@ -57,8 +57,14 @@ def quantize(dense_dir: Path, out: Path, cfg: GptqConfig, calibration, device: s
     """Quantize the 16-bit backbone folder into `out`; `calibration` is (rows [L, H], provenance)."""
     check_shapes(dense_dir, cfg)
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(2, os.cpu_count() or 1)))
-    with quiet_stdout():
-        return _quantize(dense_dir, out, cfg, calibration, device)
+    dense_dir, out = dense_dir.resolve(), out.resolve()
+    cwd = os.getcwd()
+    os.chdir(dense_dir.parent)  # GPTQModel writes its logs/ folder into the working directory
+    try:
+        with quiet_stdout():
+            return _quantize(dense_dir, out, cfg, calibration, device)
+    finally:
+        os.chdir(cwd)
 
 
 def _quantize(dense_dir: Path, out: Path, cfg: GptqConfig, calibration, device: str) -> dict:

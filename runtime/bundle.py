@@ -22,6 +22,7 @@ import torch
 from accelerate import init_empty_weights
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, SiglipVisionConfig
+from transformers.utils import logging as hf_logging
 
 from runtime.checkpoint import load_tokenizer
 from runtime.errors import InputError
@@ -69,6 +70,7 @@ def verify(root: Path, manifest: dict) -> None:
 def load_backbone(folder: Path, spec: dict, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
     """The backbone as its method saved it: dense, bitsandbytes or GPTQ."""
     method = spec["method"]
+    hf_logging.disable_progress_bar()  # stderr stays for messages, not per-load progress bars
     try:
         if method in DENSE:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or DENSE[method], device_map=device)
