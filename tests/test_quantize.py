@@ -45,7 +45,7 @@ def test_bf16_bundle_reproduces_the_checkpoint(bundles, tiny_scorer, image_dir):
         tiny_scorer.score(image, CAPTION, output_all=True, max_new_tokens=16).raw_text
 
 
-@pytest.mark.parametrize("method,floor", [("bnb-int8", 25.0), ("bnb-nf4", 5.0)])  # measured 31.5 and 7.5 dB
+@pytest.mark.parametrize("method,floor", [("bnb-int8", 22.0), ("bnb-nf4", 5.0)])  # measured ~27 and ~7.5 dB
 def test_bnb_bundles_run_and_stay_close(bundles, tiny_scorer, image_dir, method, floor):
     manifest = json.loads((bundles[method] / "manifest.json").read_text())
     assert manifest["backbone"]["method"] == method
