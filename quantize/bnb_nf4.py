@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-COMPUTE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from runtime.checkpoint import DTYPES as COMPUTE
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from runtime.checkpoint import DTYPES
 
 
 @dataclass(frozen=True)
@@ -15,7 +14,7 @@ class DenseConfig:
     dtype: str = "bf16"
 
     def __post_init__(self):
-        if self.dtype not in DTYPES:
+        if self.dtype not in ("bf16", "fp16"):
             raise ValueError(f"dense dtype {self.dtype!r}: use bf16 or fp16")
 
 

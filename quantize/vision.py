@@ -12,13 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
-from runtime.checkpoint import Checkpoint, load_checkpoint
+from runtime.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.errors import InputError
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def export_torch(ck: Checkpoint, out: Path, dtype: str = "bf16") -> dict:

@@ -24,14 +24,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, SiglipVisionConfig
 from transformers.utils import logging as hf_logging
 
-from runtime.checkpoint import load_tokenizer
+from runtime.checkpoint import DTYPES, load_tokenizer
 from runtime.errors import InputError
 from runtime.image import ImageSpec
 from runtime.model import VisionEncoder
 
 FORMAT = "aitqe-edge-bundle"
 FORMAT_VERSION = 1
-DENSE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def sha256_file(path: Path) -> str:
@@ -72,8 +71,8 @@ def load_backbone(folder: Path, spec: dict, device: str, dtype: torch.dtype | No
     method = spec["method"]
     hf_logging.disable_progress_bar()  # stderr stays for messages, not per-load progress bars
     try:
-        if method in DENSE:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or DENSE[method], device_map=device)
+        if method in ("bf16", "fp16"):
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or DTYPES[method], device_map=device)
         elif method.startswith("bnb-"):
             model = AutoModelForCausalLM.from_pretrained(folder, device_map=device)
         elif method.startswith("gptq-"):
