@@ -1,21 +1,31 @@
 """The vision side of a bundle: SigLIP cut at hidden_states[-2] + projector, pixels -> embeddings.
 
-`torch` format: the runtime's `VisionEncoder` weights (16-bit safetensors) and the SigLIP config;
-the ONNX formats are added by the ONNX export.
+`torch` format: the runtime's `VisionEncoder` weights (16-bit safetensors) and the SigLIP config.
+`onnx` format: one ONNX graph, fp32 or fp16, validated at export (see quantize/vision_onnx.py).
 
-    python -m quantize.vision --model SRC --output DIR [--dtype bf16|fp16]
+    python -m quantize.vision --model SRC --output DIR [--format onnx|torch] [--dtype fp32|fp16|bf16]
+    python -m quantize.vision --synthetic so400m --output DIR [--dtype fp32|fp16]   # random weights
+    python -m quantize.vision --compare BUNDLE [--pairs 500] [--reference SRC]
+
+An ONNX export prints its checks, its parity with the PyTorch tower and (unless --no-latency) the
+CPU latency per image of onnxruntime vs PyTorch; exit 1 with one line if parity is not reached.
+`--compare` scores held-out demo-world pairs with the bundle's vision encoder and with the PyTorch
+fp32 tower, prints how often the overall scores agree, and exits 1 below 99% (fp32) / 98% (fp16).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from runtime.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.errors import InputError
+
+FORMATS = {"torch": ("bf16", "fp16", "fp32"), "onnx": ("fp32", "fp16")}
 
 
 def export_torch(ck: Checkpoint, out: Path, dtype: str = "bf16") -> dict:
@@ -27,20 +37,75 @@ def export_torch(ck: Checkpoint, out: Path, dtype: str = "bf16") -> dict:
     return {"format": "torch", "dtype": dtype, "path": out.name}
 
 
+def export_vision(ck: Checkpoint, out: Path, fmt: str, dtype: str) -> dict:
+    """One format of the checkpoint's vision encoder into `out`; the manifest's vision entry."""
+    if fmt == "torch":
+        return export_torch(ck, out, dtype)
+    from quantize.vision_onnx import export_onnx
+
+    return export_onnx(ck.vision, ck.config.vision, ck.config.image, out, dtype)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from quantize.vision_compare import MIN_AGREEMENT, compare
+
+    r = compare(args.compare, pairs=args.pairs, reference=args.reference, device=args.device or "cpu")
+    need = MIN_AGREEMENT.get(r["vision"].split()[-1], 0.99)
+    if r["overall_agreement"] < need:
+        raise InputError(f"{args.compare}: overall scores agree on {r['overall_agreement']:.1%} of pairs, "
+                         f"below the required {need:.0%}; the vision export is not faithful enough")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from quantize.vision_onnx import export_onnx, latency, peak_rss_gib, synthetic_tower
+
+    fmt = args.format or "onnx"
+    dtype = args.dtype or FORMATS[fmt][0]
+    if dtype not in FORMATS[fmt]:
+        raise InputError(f"--dtype {dtype} is not available for the {fmt} format; use one of {', '.join(FORMATS[fmt])}")
+    out, start = Path(args.output), time.perf_counter()
+    if args.synthetic:
+        if fmt != "onnx":
+            raise InputError("--synthetic exports ONNX only; drop --format torch")
+        enc, vcfg, spec = synthetic_tower(args.synthetic)
+        entry = export_onnx(enc, vcfg, spec, out, dtype)
+    else:
+        ck = load_checkpoint(args.model)
+        enc, spec = ck.vision, ck.config.image
+        entry = export_vision(ck, out, fmt, dtype)
+    print(f"wrote {out}: vision encoder, {entry['format']} {entry['dtype']}, {time.perf_counter() - start:.1f}s, "
+          f"peak memory {peak_rss_gib():.2f} GiB")
+    if fmt == "onnx" and not args.no_latency:
+        big = spec.size >= 224
+        latency(enc, out / entry["file"], spec, (1,) if big else (1, 8), 3 if big else 20)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quantize.vision", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="AITQE checkpoint folder")
-    p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="AITQE checkpoint folder")
+    src.add_argument("--synthetic", help="a random-weight tower of a published shape: so400m")
+    src.add_argument("--compare", metavar="BUNDLE", help="score held-out pairs with the bundle's vision vs PyTorch")
+    p.add_argument("--output", help="folder to write (export)")
+    p.add_argument("--format", choices=sorted(FORMATS), default=None, help="export format (default onnx)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="weights' dtype (default: fp32 for onnx, bf16 for torch)")
+    p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement after an ONNX export")
+    p.add_argument("--pairs", type=int, default=500, help="--compare: held-out pairs to score")
+    p.add_argument("--reference", help="--compare: the source checkpoint (default: the bundle manifest's)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="--compare: where to score")
     args = p.parse_args(argv)
+    if not args.compare and not args.output:
+        p.error("--output is required to export")
+    if args.pairs < 1:
+        p.error("--pairs must be >= 1")
     try:
-        ck = load_checkpoint(args.model)
-        entry = export_torch(ck, Path(args.output), args.dtype)
+        return run_compare(args) if args.compare else run_export(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {args.output}: vision encoder, {entry['format']} {entry['dtype']}")
-    return 0
 
 
 if __name__ == "__main__":

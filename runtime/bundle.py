@@ -66,6 +66,15 @@ def verify(root: Path, manifest: dict) -> None:
                              "re-create the bundle with python -m quantize")
 
 
+def cast_unquantized(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Give the plain (unquantized) parameters `dtype`; bitsandbytes' own parameter types are left alone.
+    transformers loads a bitsandbytes folder in its saved 16-bit type whatever dtype it is asked for."""
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if type(p) is torch.nn.Parameter and p.is_floating_point():
+                p.data = p.data.to(dtype)
+
+
 def load_backbone(folder: Path, spec: dict, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
     """The backbone as its method saved it: dense, bitsandbytes or GPTQ."""
     method = spec["method"]
@@ -75,6 +84,8 @@ def load_backbone(folder: Path, spec: dict, device: str, dtype: torch.dtype | No
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or DTYPES[method], device_map=device)
         elif method.startswith("bnb-"):
             model = AutoModelForCausalLM.from_pretrained(folder, device_map=device)
+            if dtype is not None:
+                cast_unquantized(model, dtype)
         elif method.startswith("gptq-"):
             from runtime.gptq_loader import load_gptq
 
@@ -87,7 +98,28 @@ def load_backbone(folder: Path, spec: dict, device: str, dtype: torch.dtype | No
     return model.eval()
 
 
-def load_vision(folder: Path, spec: dict, llm_hidden: int, device: str, dtype: torch.dtype | None) -> Any:
+def vision_entry(spec: dict, backend: str | None = None) -> dict:
+    """The manifest's vision entry to run: the default, or the first one in format `backend`."""
+    if backend is None:
+        return spec
+    entries = [spec, *spec.get("alternatives", [])]
+    for entry in entries:
+        if entry["format"] == backend:
+            return entry
+    have = " and ".join(sorted({e["format"] for e in entries}))
+    raise InputError(f"--vision-backend {backend}: this bundle's vision encoder is only in {have} format; "
+                     f"use --vision-backend {spec['format']}, or re-create the bundle with python -m quantize "
+                     f"--vision {backend}")
+
+
+def load_vision(folder: Path, spec: dict, llm_hidden: int, device: str, dtype: torch.dtype | None,
+                backend: str | None = None) -> Any:
+    """The vision encoder (pixels -> embeddings) in the manifest's format, or in `backend`'s."""
+    spec = vision_entry(spec, backend)
+    if spec["format"] == "onnx":
+        from runtime.vision_onnx import OnnxVisionEncoder
+
+        return OnnxVisionEncoder(folder / spec["file"], device, dtype)
     if spec["format"] != "torch":
         raise InputError(f"vision format {spec['format']!r} is unknown to this version; upgrade aitqe-edge")
     cfg = SiglipVisionConfig.from_json_file(folder / "config.json")
@@ -108,13 +140,15 @@ class Bundle:
 
 
 def load_bundle(root: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None,
-                trust_remote_code: bool = False) -> Bundle:
-    """Verify and load a bundle. dtype applies to dense parts (None: as stored)."""
+                trust_remote_code: bool = False, vision_backend: str | None = None) -> Bundle:
+    """Verify and load a bundle. dtype applies to dense parts (None: as stored); vision_backend
+    (torch | onnx) overrides the manifest's choice of vision encoder."""
     root = Path(root)
     manifest = read_manifest(root)
+    vision_entry(manifest["vision"], vision_backend)  # an unavailable backend fails before loading
     verify(root, manifest)
     llm = load_backbone(root / "backbone", manifest["backbone"], device, dtype)
-    vision = load_vision(root / "vision", manifest["vision"], llm.config.hidden_size, device, dtype)
+    vision = load_vision(root / "vision", manifest["vision"], llm.config.hidden_size, device, dtype, vision_backend)
     tokenizer = load_tokenizer(root / "tokenizer", trust_remote_code)
     return Bundle(manifest, llm, vision, tokenizer, ImageSpec(**{
         k: tuple(v) if isinstance(v, list) else v for k, v in manifest["image"].items()}))

@@ -31,7 +31,7 @@ def load_scorer(args: argparse.Namespace) -> Scorer:
     if not path.is_dir():
         raise InputError(f"--model {path}: not a folder; pass an AITQE checkpoint folder")
     return Scorer.from_pretrained(path, device=args.device, dtype=args.dtype,
-                                  trust_remote_code=args.trust_remote_code)
+                                  trust_remote_code=args.trust_remote_code, vision_backend=args.vision_backend)
 
 
 def score_rows(scorer: Scorer, rows: list, args: argparse.Namespace) -> list[Verdict]:
@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument("--vision-backend", choices=["torch", "onnx"], default=None,
+                   help="run the vision encoder with PyTorch or onnxruntime (default: as the bundle's manifest says)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the tokenizer's own Python code to run (off by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

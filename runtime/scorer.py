@@ -74,11 +74,12 @@ class Scorer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
-                        trust_remote_code: bool = False) -> "Scorer":
+                        trust_remote_code: bool = False, vision_backend: str | None = None) -> "Scorer":
         """Load an AITQE checkpoint folder or an aitqe-edge bundle (its manifest decides how).
 
         dtype (bf16 | fp16 | fp32; default bf16 on CUDA, fp32 on CPU) applies to the 16-bit parts;
         a quantized backbone keeps its method's own storage and compute types.
+        vision_backend (torch | onnx) overrides the bundle manifest's choice of vision encoder.
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -87,12 +88,17 @@ class Scorer:
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
         if is_bundle(path):
-            b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+            b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                            vision_backend=vision_backend)
             m = b.manifest
             return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=b.image_spec,
                        image_tokens=m["image_tokens"], eos_token_id=m["eos_token_id"],
                        pad_token_id=m["pad_token_id"], model_id=Path(path).resolve().name,
                        max_positions=b.llm.config.max_position_embeddings, device=device, note=m.get("note"))
+        if vision_backend not in (None, "torch"):
+            raise InputError(f"--vision-backend {vision_backend}: {path} is a checkpoint, whose vision tower runs in "
+                             f"PyTorch; make a bundle first: python -m quantize --model {path} --method bf16 "
+                             f"--vision {vision_backend} --output BUNDLE")
         ck = load_checkpoint(path, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
         return cls.from_checkpoint(ck, device)
 

@@ -29,3 +29,15 @@ def image_dir(tmp_path_factory):
     for i, (w, h) in enumerate([(64, 64), (120, 80), (50, 200)]):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
     return folder
+
+
+def altered_copy(bundle, dest, rel: str):
+    """A copy of `bundle` at `dest` whose file `rel` has its last byte flipped."""
+    import shutil
+
+    shutil.copytree(bundle, dest)
+    f = dest / rel
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 1
+    f.write_bytes(bytes(data))
+    return dest

@@ -12,7 +12,8 @@ import pytest
 
 from runtime.demo import DEMO_MODEL, DEMO_NOTE
 from runtime.demo.evaluate import evaluate, spearman, token_f1
-from runtime.demo.train import train
+from runtime.demo.train import scene_labels, train
+from runtime.demo.world import COLOURS, SHAPES, SIZES, TEXTS, make_example
 from runtime.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,3 +76,19 @@ def test_training_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert scorer.note == DEMO_NOTE
     v = scorer.score(ROOT / "examples" / "yellow_triangle.png", "a yellow triangle", max_new_tokens=4)
     assert v.error is None and v.raw_text is not None
+
+
+def test_scene_probe_targets_and_training(tmp_path, capsys):
+    e = make_example(0, 5)
+    labels = scene_labels(e.scene)
+    filled = [i for i in range(9) if labels[3 * i]]
+    assert filled == [o.row * 3 + o.col for o in e.scene.objects]
+    for o in e.scene.objects:
+        cell = labels[3 * (o.row * 3 + o.col):][:3]
+        assert (SHAPES[cell[0] - 1], list(COLOURS)[cell[1] - 1], SIZES[cell[2] - 1]) == (o.shape, o.colour, o.size)
+    assert labels[27] == (TEXTS.index(e.scene.text) + 1 if e.scene.text else 0)
+    train(tmp_path / "demo", seed=3, steps=4, batch=4, lr=1e-3, vocab=300, log_every=2, aux_weight=1.0)
+    probe_losses = [float(line.split("scene probe")[1].split()[0]) for line in capsys.readouterr().out.splitlines()
+                    if "scene probe" in line]
+    assert len(probe_losses) == 2 and all(x > 0 for x in probe_losses)
+    assert Scorer.from_pretrained(tmp_path / "demo", device="cpu").note == DEMO_NOTE  # the probe is not saved

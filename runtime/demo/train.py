@@ -27,7 +27,8 @@ from runtime.checkpoint import AITQEModules, load_checkpoint
 from runtime.checkpoint_writer import aitqe_config, save_checkpoint, train_tokenizer
 from runtime.config import AITQEConfig
 from runtime.demo import DEMO_NOTE
-from runtime.demo.world import ASPECTS, KINDS, corpus_texts, make_example, verdict_text
+from runtime.demo.world import (ASPECTS, COLOURS, KINDS, SHAPES, SIZES, TEXTS, Scene, corpus_texts, make_example,
+                                verdict_text)
 from runtime.image import ImageSpec, preprocess
 from runtime.prompt import PROMPT, prompt_ids
 
@@ -67,9 +68,38 @@ def pick_kind(seed: int, index: int, weights: dict[str, float] | None) -> str | 
     return random.Random(seed * 7_919 + index).choices(list(weights), list(weights.values()))[0]
 
 
+def scene_labels(scene: Scene) -> list[int]:
+    """Per grid cell: shape, colour, size (0 = empty); then the text (0 = none)."""
+    cells = [[0, 0, 0] for _ in range(9)]
+    for o in scene.objects:
+        cells[o.row * 3 + o.col] = [SHAPES.index(o.shape) + 1, list(COLOURS).index(o.colour) + 1, SIZES.index(o.size) + 1]
+    return [v for cell in cells for v in cell] + [TEXTS.index(scene.text) + 1 if scene.text else 0]
+
+
+class SceneProbe(torch.nn.Module):
+    """Training-only head that reads each grid cell's objects and the text from the image embeddings.
+
+    The released AITQE starts from a pretrained SigLIP; the demo tower starts from scratch, and this
+    direct supervision is its stand-in for that pretraining. It is not part of the checkpoint."""
+
+    def __init__(self, tokens: int, hidden: int):
+        super().__init__()
+        self.where = torch.nn.Parameter(torch.zeros(10, tokens))  # 9 cells + text: attention over patches
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for n in
+                                         (len(SHAPES) + 1, len(COLOURS) + 1, len(SIZES) + 1, len(TEXTS) + 1))
+
+    def loss(self, image: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        pooled = torch.einsum("qt,bth->bqh", self.where.softmax(-1), image.float())
+        cells, text = pooled[:, :9], pooled[:, 9]
+        ce = torch.nn.functional.cross_entropy
+        cell_targets = targets[:, :27].reshape(-1, 9, 3)
+        loss = sum(ce(self.heads[k](cells).flatten(0, 1), cell_targets[..., k].flatten()) for k in range(3))
+        return (loss + ce(self.heads[3](text), targets[:, 27])) / 4
+
+
 def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int,
                kind_weights: dict[str, float] | None = None):
-    """Pixels, text ids (prompt + answer + EOS, right-padded), labels (answer only), mask."""
+    """Pixels, text ids (prompt + answer + EOS, right-padded), labels (answer only), mask, scene labels."""
     exs = [make_example(seed, start + i, spec.size, pick_kind(seed, start + i, kind_weights)) for i in range(n)]
     rows, labels = [], []
     for e in exs:
@@ -83,16 +113,20 @@ def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int,
     mask = torch.zeros(n, width, dtype=torch.long)
     for i, (r, l) in enumerate(zip(rows, labels)):
         ids[i, : len(r)], lab[i, : len(l)], mask[i, : len(r)] = torch.tensor(r), torch.tensor(l), 1
-    return preprocess([e.image for e in exs], spec), ids, lab, mask
+    scenes = torch.tensor([scene_labels(e.scene) for e in exs])
+    return preprocess([e.image for e in exs], spec), ids, lab, mask, scenes
 
 
-def loss_of(modules: AITQEModules, pixels, ids, labels, mask) -> torch.Tensor:
+def loss_of(modules: AITQEModules, pixels, ids, labels, mask, scenes,
+            probe: SceneProbe | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean next-token cross-entropy on the answer, and the scene probe's loss (0 without a probe)."""
     image = modules.vision(pixels)
     embeds = torch.cat([image, modules.llm.get_input_embeddings()(ids)], dim=1)
     t = image.shape[1]
-    mask = torch.cat([torch.ones(mask.shape[0], t, dtype=mask.dtype), mask], dim=1)
-    labels = torch.cat([torch.full((labels.shape[0], t), -100), labels], dim=1)
-    return modules.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    mask = torch.cat([mask.new_ones(mask.shape[0], t), mask], dim=1)
+    labels = torch.cat([labels.new_full((labels.shape[0], t), -100), labels], dim=1)
+    loss = modules.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    return loss, probe.loss(image, scenes) if probe is not None else loss.new_zeros(())
 
 
 def save(modules: AITQEModules, vision_cfg: SiglipVisionConfig, tok, out: Path, meta: dict) -> None:
@@ -131,39 +165,54 @@ def start_from(init: Path | None, seed: int, vocab: int):
 
 
 def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int, log_every: int,
-          init: Path | None = None, kind_weights: dict[str, float] | None = None) -> None:
+          init: Path | None = None, kind_weights: dict[str, float] | None = None,
+          aux_weight: float = 0.0, device: str = "cpu") -> None:
     torch.manual_seed(seed)
     modules, tok, vision_cfg = start_from(init, seed, vocab)
+    modules.to(device)
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     spec = ImageSpec(size=vision_cfg.image_size)
     params = sum(p.numel() for p in modules.parameters())
     print(f"demo model: {params / 1e6:.2f} M parameters, tokenizer {len(tok)} tokens", flush=True)
-    opt = torch.optim.AdamW(modules.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    probe = SceneProbe((vision_cfg.image_size // vision_cfg.patch_size) ** 2, modules.llm.config.hidden_size).to(device)
+    trained = list(modules.parameters()) + (list(probe.parameters()) if aux_weight else [])
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 50)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / steps))))
     modules.train()
-    start, curve, run = time.time(), [], 0.0
-    for step in range(steps):
-        loss = loss_of(modules, *make_batch(seed, step * batch, batch, tok, spec, eos, kind_weights))
+    start, curve, run, run_aux = time.time(), [], 0.0, 0.0
+
+    def batch_at(step: int):
+        return make_batch(seed, step * batch, batch, tok, spec, eos, kind_weights)
+
+    # on a GPU two workers render the next batches while the current one trains
+    workers = 0 if device == "cpu" else 2
+    batches = torch.utils.data.DataLoader(range(steps), batch_size=None, collate_fn=batch_at, num_workers=workers,
+                                          prefetch_factor=4 if workers else None, pin_memory=workers > 0)
+    for step, tensors in enumerate(batches):
+        tensors = [t.to(device, non_blocking=True) for t in tensors]
+        lm, aux = loss_of(modules, *tensors, probe=probe if aux_weight else None)
+        loss = lm + aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         sched.step()
-        run += loss.item()
+        run, run_aux = run + lm.item(), run_aux + aux.item()
         if (step + 1) % log_every == 0:
             curve.append((step + 1, run / log_every))
-            print(f"step {step + 1:5d}/{steps}  loss {run / log_every:.4f}  lr {sched.get_last_lr()[0]:.2e}  "
-                  f"{time.time() - start:.0f}s", flush=True)
-            run = 0.0
+            print(f"step {step + 1:5d}/{steps}  loss {run / log_every:.4f}  scene probe {run_aux / log_every:.4f}  "
+                  f"lr {sched.get_last_lr()[0]:.2e}  {time.time() - start:.0f}s", flush=True)
+            run, run_aux = 0.0, 0.0
         if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
             meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr, "init": str(init or ""),
-                    "kind_weights": kind_weights,
+                    "kind_weights": kind_weights, "aux_weight": aux_weight,
+                    "device": device,
                     "train_examples": (step + 1) * batch, "train_seconds": round(time.time() - start),
                     "loss_curve": curve}
-            save(modules.eval(), vision_cfg, tok, out, meta)
-            modules.train()
+            save(modules.eval().cpu(), vision_cfg, tok, out, meta)
+            modules.to(device).train()
     print(f"wrote {out} after {time.time() - start:.0f}s", flush=True)
 
 
@@ -179,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--init", help="continue training this checkpoint (its weights and tokenizer)")
     p.add_argument("--kind-weights", help="caption-kind mix, e.g. exact:2,wrong_colour:3 (default: the world's)")
+    p.add_argument("--aux-weight", type=float, default=0.0,
+                   help="weight of the training-only scene probe's loss (supervises the vision tower directly)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     weights = None
     if args.kind_weights:
@@ -190,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
           vocab=args.vocab, log_every=args.log_every, init=Path(args.init) if args.init else None,
-          kind_weights=weights)
+          kind_weights=weights, aux_weight=args.aux_weight,
+          device=args.device)
     return 0
 
 
