@@ -23,13 +23,9 @@ import torch
 from tqdm import tqdm
 
 from quantize.bundle import bundle_bytes
-from runtime.demo.world import make_example
+from runtime.demo.evaluate import held_out_pairs
 from runtime.errors import InputError
 from runtime.scorer import Pair, Scorer
-
-
-def held_out_pairs(n: int, seed: int) -> list[Pair]:
-    return [Pair(e.image, e.caption, i) for i, e in enumerate(make_example(seed, i) for i in range(n))]
 
 
 def overall_scores(scorer: Scorer, pairs: list[Pair], batch_size: int, desc: str) -> list[int | None]:

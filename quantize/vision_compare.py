@@ -21,14 +21,14 @@ from quantize.vision_onnx import compare_embeddings
 from runtime.bundle import is_bundle, read_manifest
 from runtime.checkpoint import load_checkpoint
 from runtime.errors import InputError
-from runtime.scorer import Pair, Scorer
+from runtime.scorer import Scorer
 
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.98}
 
 
 def compare(bundle: str | Path, *, pairs: int = 500, seed: int = 1000, reference: str | Path | None = None,
             batch_size: int = 32, device: str = "cpu", quiet: bool = False, log: Callable = print) -> dict:
-    from runtime.demo.world import make_example
+    from runtime.demo.evaluate import held_out_pairs
 
     bundle = Path(bundle)
     if not is_bundle(bundle):
@@ -39,13 +39,13 @@ def compare(bundle: str | Path, *, pairs: int = 500, seed: int = 1000, reference
         raise InputError(f"reference checkpoint {reference} not found; pass --reference with the bundle's source checkpoint")
     scorer = Scorer.from_pretrained(bundle, device=device, dtype="fp32")
     torch_scorer = dataclasses.replace(scorer, vision=load_checkpoint(reference, device=device).vision)
-    exs = [make_example(seed, i) for i in range(pairs)]
+    held_out = held_out_pairs(pairs, seed)
     got, want, emb = [], [], []
     for i in tqdm(range(0, pairs, batch_size), desc="pairs", disable=quiet, file=sys.stderr):
-        chunk = [Pair(e.image, e.caption, i + j) for j, e in enumerate(exs[i:i + batch_size])]
+        chunk = held_out[i:i + batch_size]
         got += scorer.score_batch(chunk)
         want += torch_scorer.score_batch(chunk)
-        images = [e.image.convert("RGB") for e in exs[i:i + batch_size]]
+        images = [p.image.convert("RGB") for p in chunk]
         emb.append((torch_scorer.image_embeddings(images).cpu(), scorer.image_embeddings(images).cpu()))
     spec = manifest["vision"]
     result = {

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 
 from quantize.__main__ import main
-from quantize.agreement import agreement, held_out_pairs, layer_snr, overall_scores, prompt_embeddings
+from quantize.agreement import agreement, layer_snr, overall_scores, prompt_embeddings
 from runtime.demo import DEMO_MODEL
+from runtime.demo.evaluate import held_out_pairs
 from runtime.scorer import Scorer
 
 pytestmark = pytest.mark.slow

@@ -53,6 +53,11 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
+def held_out_pairs(n: int, seed: int) -> list[Pair]:
+    """Pairs 0..n-1 of the demo world `seed` (the demo model trained on seed 0), numbered as their id."""
+    return [Pair(e.image, e.caption, i) for i, e in enumerate(make_example(seed, i) for i in range(n))]
+
+
 def evaluate(scorer: Scorer, *, n: int, seed: int, batch_size: int, quiet: bool = False) -> dict:
     exs = [make_example(seed, i) for i in range(n)]
     verdicts = []

@@ -174,8 +174,9 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
     spec = ImageSpec(size=vision_cfg.image_size)
     params = sum(p.numel() for p in modules.parameters())
     print(f"demo model: {params / 1e6:.2f} M parameters, tokenizer {len(tok)} tokens", flush=True)
-    probe = SceneProbe((vision_cfg.image_size // vision_cfg.patch_size) ** 2, modules.llm.config.hidden_size).to(device)
-    trained = list(modules.parameters()) + (list(probe.parameters()) if aux_weight else [])
+    probe = (SceneProbe((vision_cfg.image_size // vision_cfg.patch_size) ** 2, modules.llm.config.hidden_size).to(device)
+             if aux_weight else None)
+    trained = list(modules.parameters()) + (list(probe.parameters()) if probe else [])
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 50)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
@@ -192,7 +193,7 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
                                           prefetch_factor=4 if workers else None, pin_memory=workers > 0)
     for step, tensors in enumerate(batches):
         tensors = [t.to(device, non_blocking=True) for t in tensors]
-        lm, aux = loss_of(modules, *tensors, probe=probe if aux_weight else None)
+        lm, aux = loss_of(modules, *tensors, probe=probe)
         loss = lm + aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,8 +208,7 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
             run, run_aux = 0.0, 0.0
         if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
             meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr, "init": str(init or ""),
-                    "kind_weights": kind_weights, "aux_weight": aux_weight,
-                    "device": device,
+                    "kind_weights": kind_weights, "aux_weight": aux_weight, "device": device,
                     "train_examples": (step + 1) * batch, "train_seconds": round(time.time() - start),
                     "loss_curve": curve}
             save(modules.eval().cpu(), vision_cfg, tok, out, meta)
@@ -242,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
           vocab=args.vocab, log_every=args.log_every, init=Path(args.init) if args.init else None,
-          kind_weights=weights, aux_weight=args.aux_weight,
-          device=args.device)
+          kind_weights=weights, aux_weight=args.aux_weight, device=args.device)
     return 0
 
 
