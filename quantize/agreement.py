@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             if not (b / "manifest.json").is_file():
                 raise InputError(f"--bundles {b}: not a bundle (no manifest.json); make one with python -m quantize")
         reference = Scorer.from_pretrained(args.reference, device="cpu", dtype=args.reference_dtype)
-        r = compare(reference, bundles, held_out_pairs(args.pairs, args.seed), args.batch_size, args.snr_pairs)
+        r = compare(reference, bundles, held_out_pairs(args.pairs, args.seed, reference.image_spec.size),
+                    args.batch_size, args.snr_pairs)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

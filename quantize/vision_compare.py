@@ -39,7 +39,7 @@ def compare(bundle: str | Path, *, pairs: int = 500, seed: int = 1000, reference
         raise InputError(f"reference checkpoint {reference} not found; pass --reference with the bundle's source checkpoint")
     scorer = Scorer.from_pretrained(bundle, device=device, dtype="fp32")
     torch_scorer = dataclasses.replace(scorer, vision=load_checkpoint(reference, device=device).vision)
-    held_out = held_out_pairs(pairs, seed)
+    held_out = held_out_pairs(pairs, seed, scorer.image_spec.size)
     got, want, emb = [], [], []
     for i in tqdm(range(0, pairs, batch_size), desc="pairs", disable=quiet, file=sys.stderr):
         chunk = held_out[i:i + batch_size]

@@ -49,14 +49,14 @@ def test_cli_defaults_to_the_demo_model_offline(extra):
 
 
 def test_demo_model_judges_held_out_pairs(demo_scorer):
-    """Regression floors for the shipped model (measured here: 1.0, 0.73, 0.79, 0.86, 0.97, 0.56)."""
+    """Regression floors for the shipped model (measured here: 1.0, 0.73, 0.77, 0.85, 1.0, 1.0, 0.60)."""
     r = evaluate(demo_scorer, n=48, seed=4242, batch_size=16, quiet=True)
     assert r["json_valid"] >= 0.95
-    assert r["overall_exact"] >= 0.55
+    assert r["overall_exact"] >= 0.6
     assert r["overall_within_1"] >= 0.65
-    assert r["spearman"] >= 0.6
-    assert r["recaption_token_f1"] >= 0.9
-    assert r["true_above_wrong"] >= 0.4
+    assert r["spearman"] >= 0.7
+    assert r["recaption_exact"] >= 0.95 and r["recaption_token_f1"] >= 0.98
+    assert r["true_above_wrong"] >= 0.45
 
 
 def test_metrics():
@@ -87,8 +87,9 @@ def test_scene_probe_targets_and_training(tmp_path, capsys):
         cell = labels[3 * (o.row * 3 + o.col):][:3]
         assert (SHAPES[cell[0] - 1], list(COLOURS)[cell[1] - 1], SIZES[cell[2] - 1]) == (o.shape, o.colour, o.size)
     assert labels[27] == (TEXTS.index(e.scene.text) + 1 if e.scene.text else 0)
-    train(tmp_path / "demo", seed=3, steps=4, batch=4, lr=1e-3, vocab=300, log_every=2, aux_weight=1.0)
-    probe_losses = [float(line.split("scene probe")[1].split()[0]) for line in capsys.readouterr().out.splitlines()
-                    if "scene probe" in line]
+    train(tmp_path / "demo", seed=3, steps=4, batch=4, lr=1e-3, vocab=300, log_every=2, aux_weight=1.0, vision_steps=3)
+    log = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in log if line.startswith("vision step")] == ["3/3"]
+    probe_losses = [float(line.split("scene probe")[1].split()[0]) for line in log if line.startswith("step ")]
     assert len(probe_losses) == 2 and all(x > 0 for x in probe_losses)
     assert Scorer.from_pretrained(tmp_path / "demo", device="cpu").note == DEMO_NOTE  # the probe is not saved

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.demo import DEMO_MODEL
-from runtime.demo.world import ASPECTS, caption_for, make_example
+from runtime.demo.world import ASPECTS, IMAGE_SIZE, caption_for, make_example
 from runtime.scorer import Pair, Scorer
 
 WRONG = ("wrong_colour", "wrong_shape", "wrong_count", "wrong_position", "vague", "unrelated")
@@ -53,13 +53,14 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
-def held_out_pairs(n: int, seed: int) -> list[Pair]:
-    """Pairs 0..n-1 of the demo world `seed` (the demo model trained on seed 0), numbered as their id."""
-    return [Pair(e.image, e.caption, i) for i, e in enumerate(make_example(seed, i) for i in range(n))]
+def held_out_pairs(n: int, seed: int, size: int = IMAGE_SIZE) -> list[Pair]:
+    """Pairs 0..n-1 of the demo world `seed` (the demo model trained on seed 0), rendered at `size`
+    (the model's input size, so no resampling), numbered as their id."""
+    return [Pair(e.image, e.caption, i) for i, e in enumerate(make_example(seed, i, size) for i in range(n))]
 
 
 def evaluate(scorer: Scorer, *, n: int, seed: int, batch_size: int, quiet: bool = False) -> dict:
-    exs = [make_example(seed, i) for i in range(n)]
+    exs = [make_example(seed, i, scorer.image_spec.size) for i in range(n)]
     verdicts = []
     for i in tqdm(range(0, n, batch_size), desc="held-out pairs", disable=quiet, file=sys.stderr):
         chunk = exs[i:i + batch_size]

@@ -7,8 +7,13 @@ released checkpoint layout. It is a demo: it judges synthetic shapes, not real i
 
 Its tokenizer is a byte-level BPE trained on the world's texts, with the fixed pieces of the
 prompt and of the verdict object (its keys and punctuation, `<Overall>`) as whole tokens, so
-sequences stay short (~64 image + ~20 prompt + ~60 answer tokens) and training fits a 2-core CPU.
-Loss is on the answer (the verdict text + EOS) only. Reproducible from --seed.
+sequences stay short (9 image + ~20 prompt + ~60 answer tokens) and training fits a 2-core CPU.
+The 48-pixel image is cut into 16-pixel patches, one per cell of the world's 3x3 grid: with 8-pixel
+patches that straddle the cells, the tower took thousands of steps to tell shapes apart.
+
+Loss is on the answer (the verdict text + EOS) only. A training-only scene probe (`SceneProbe`)
+first trains the tower alone for --vision-steps (the demo's stand-in for SigLIP's pretraining),
+then stays on as an auxiliary loss weighted by --aux-weight. Reproducible from --seed.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from runtime.checkpoint import AITQEModules, load_checkpoint
 from runtime.checkpoint_writer import aitqe_config, save_checkpoint, train_tokenizer
 from runtime.config import AITQEConfig
 from runtime.demo import DEMO_NOTE
-from runtime.demo.world import (ASPECTS, COLOURS, KINDS, SHAPES, SIZES, TEXTS, Scene, corpus_texts, make_example,
-                                verdict_text)
+from runtime.demo.world import (ASPECTS, COLOURS, IMAGE_SIZE, KINDS, SHAPES, SIZES, TEXTS, Scene, corpus_texts,
+                                make_example, verdict_text)
 from runtime.image import ImageSpec, preprocess
 from runtime.prompt import PROMPT, prompt_ids
 
@@ -56,7 +61,7 @@ def configs(vocab: int) -> tuple[Qwen2Config, SiglipVisionConfig]:
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False)
     vision = SiglipVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=5,
-                                num_attention_heads=4, image_size=64, patch_size=8, layer_norm_eps=1e-6,
+                                num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=16, layer_norm_eps=1e-6,
                                 hidden_act="gelu_pytorch_tanh")
     return llm, vision
 
@@ -129,6 +134,24 @@ def loss_of(modules: AITQEModules, pixels, ids, labels, mask, scenes,
     return loss, probe.loss(image, scenes) if probe is not None else loss.new_zeros(())
 
 
+def pretrain_vision(modules: AITQEModules, probe: SceneProbe, steps: int, batch_at, device: str) -> None:
+    """Train the tower (and projector) with the scene probe alone, before the LM sees any image."""
+    params = list(modules.vision.parameters()) + list(probe.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    start, run = time.time(), 0.0
+    for step in range(steps):
+        pixels, *_, scenes = (t.to(device) for t in batch_at(step))
+        loss = probe.loss(modules.vision(pixels), scenes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run += loss.item()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            print(f"vision step {step + 1:5d}/{steps}  scene probe {run / ((step % 100) + 1):.4f}  "
+                  f"{time.time() - start:.0f}s", flush=True)
+            run = 0.0
+
+
 def save(modules: AITQEModules, vision_cfg: SiglipVisionConfig, tok, out: Path, meta: dict) -> None:
     state = {f"model.{k}": v for k, v in modules.llm.state_dict().items()}
     full = SiglipVisionModel(vision_cfg).state_dict()  # supplies the dead last layer, post-LN, head
@@ -158,7 +181,7 @@ def start_from(init: Path | None, seed: int, vocab: int):
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     llm_cfg, vision_cfg = configs(-(-len(tok) // 64) * 64)
     cfg = AITQEConfig(root=Path("."), raw={}, llm=llm_cfg, vision=vision_cfg, image=ImageSpec(size=vision_cfg.image_size),
-                      vision_config_source="", image_tokens=(64 // 8) ** 2, eos_token_id=eos, pad_token_id=eos)
+                      vision_config_source="", image_tokens=(vision_cfg.image_size // vision_cfg.patch_size) ** 2, eos_token_id=eos, pad_token_id=eos)
     modules = AITQEModules(cfg)
     torch.nn.init.normal_(modules.image_newline, std=0.02)
     return modules, tok, vision_cfg
@@ -166,7 +189,7 @@ def start_from(init: Path | None, seed: int, vocab: int):
 
 def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int, log_every: int,
           init: Path | None = None, kind_weights: dict[str, float] | None = None,
-          aux_weight: float = 0.0, device: str = "cpu") -> None:
+          aux_weight: float = 0.0, vision_steps: int = 0, device: str = "cpu") -> None:
     torch.manual_seed(seed)
     modules, tok, vision_cfg = start_from(init, seed, vocab)
     modules.to(device)
@@ -175,7 +198,9 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
     params = sum(p.numel() for p in modules.parameters())
     print(f"demo model: {params / 1e6:.2f} M parameters, tokenizer {len(tok)} tokens", flush=True)
     probe = (SceneProbe((vision_cfg.image_size // vision_cfg.patch_size) ** 2, modules.llm.config.hidden_size).to(device)
-             if aux_weight else None)
+             if aux_weight or vision_steps else None)
+    if vision_steps:
+        pretrain_vision(modules, probe, vision_steps, lambda i: make_batch(seed, i * batch, batch, tok, spec, eos), device)
     trained = list(modules.parameters()) + (list(probe.parameters()) if probe else [])
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 50)
@@ -208,7 +233,8 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
             run, run_aux = 0.0, 0.0
         if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
             meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr, "init": str(init or ""),
-                    "kind_weights": kind_weights, "aux_weight": aux_weight, "device": device,
+                    "kind_weights": kind_weights, "aux_weight": aux_weight, "vision_steps": vision_steps,
+                    "device": device,
                     "train_examples": (step + 1) * batch, "train_seconds": round(time.time() - start),
                     "loss_curve": curve}
             save(modules.eval().cpu(), vision_cfg, tok, out, meta)
@@ -230,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind-weights", help="caption-kind mix, e.g. exact:2,wrong_colour:3 (default: the world's)")
     p.add_argument("--aux-weight", type=float, default=0.0,
                    help="weight of the training-only scene probe's loss (supervises the vision tower directly)")
+    p.add_argument("--vision-steps", type=int, default=0,
+                   help="steps that train the tower with the scene probe alone before the joint training")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     weights = None
@@ -242,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
           vocab=args.vocab, log_every=args.log_every, init=Path(args.init) if args.init else None,
-          kind_weights=weights, aux_weight=args.aux_weight, device=args.device)
+          kind_weights=weights, aux_weight=args.aux_weight, vision_steps=args.vision_steps,
+          device=args.device)
     return 0
 
 

@@ -52,6 +52,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+IMAGE_SIZE = 48  # pixels; the demo tower cuts it into 3x3 patches, one per grid cell
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 225),
            "yellow": (245, 215, 20), "black": (15, 15, 15), "white": (248, 248, 248)}
@@ -160,12 +161,12 @@ def _font(px: int):
     return ImageFont.load_default(size=px)
 
 
-def object_centre(obj: Obj, size: int = 64) -> tuple[int, int]:
+def object_centre(obj: Obj, size: int = IMAGE_SIZE) -> tuple[int, int]:
     cell = size / 3
     return int((obj.col + 0.5) * cell), int((obj.row + 0.5) * cell)
 
 
-def render(scene: Scene, size: int = 64) -> Image.Image:
+def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     base = np.array(BACKGROUNDS[scene.background], dtype=np.float32)
     ramp = np.linspace(scene.gradient, -scene.gradient, size, dtype=np.float32)
     arr = np.broadcast_to(base + ramp[:, None, None], (size, size, 3)).copy()
@@ -327,14 +328,14 @@ def _draw(seed: int, index: int, kind: str | None):
     return scene, kind, caption_for(scene, kind, rng)
 
 
-def make_example(seed: int, index: int, size: int = 64, kind: str | None = None) -> Example:
+def make_example(seed: int, index: int, size: int = IMAGE_SIZE, kind: str | None = None) -> Example:
     """Example number `index` of world `seed`; the scene does not depend on `kind`."""
     scene, kind, caption = _draw(seed, index, kind)
     verdict = verdict_for(scene, kind)
     return Example(render(scene, size), caption, kind, verdict["Recaption"], verdict, scene)
 
 
-def examples(seed: int, n: int, size: int = 64) -> Iterator[Example]:
+def examples(seed: int, n: int, size: int = IMAGE_SIZE) -> Iterator[Example]:
     return (make_example(seed, i, size) for i in range(n))
 
 

@@ -1,0 +1,148 @@
+"""python -m bench: real runs on the demo model and on tiny synthetic shapes (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bench.__main__ import main
+from bench.accuracy import answer_tokens, score_token_values, verdict_agreement
+from quantize.__main__ import main as quantize
+from runtime.demo import DEMO_MODEL
+from runtime.scorer import Scorer, Verdict
+from tests.conftest import altered_copy
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--batch-sizes", "1,2", "--repeats", "2", "--batch-size", "8"]
+
+
+def verdict(overall, recaption="a b c", tq=None, error=None) -> Verdict:
+    subs = {} if tq is None else {"Text Quality": {"score": tq}}
+    return Verdict(id=None, model="m", overall_score=overall, recaption=recaption, sub_scores=subs, error=error,
+                   parse_error=None if overall is not None else "no overall score")
+
+
+def test_verdict_agreement_figures():
+    ref = [verdict(9, tq=9), verdict(5, tq=8), verdict(3, tq=7), verdict(1, "x y", tq=8)]
+    cand = [verdict(9, tq=9), verdict(6, tq=8), verdict(None), verdict(1, "x z", tq=2)]
+    a = verdict_agreement(ref, cand, threshold=6)
+    assert a["overall_agreement"] == 0.5 and a["overall_within_1"] == 0.75
+    assert a["overall_mad"] == pytest.approx(1 / 3) and a["both_scored"] == 3
+    assert a["spearman"] == pytest.approx(1.0) and a["kendall"] == pytest.approx(1.0)
+    assert a["sub_score_agreement"]["Text Quality"] == 0.5
+    assert a["json_valid"] == 0.75
+    # keep/replace at 6: ref keep, replace, replace, replace; cand keep, keep, none, replace
+    assert a["enhance_agreement"] == 0.5
+    assert a["recaption_f1"] == pytest.approx((1 + 1 + 1 + 0.5) / 4)  # "x y" vs "x z": F1 0.5
+
+
+def test_score_position_and_tokens():
+    s = Scorer.from_pretrained(DEMO_MODEL, device="cpu")
+    text = '{"Recaption": "big red circle top", "Overall Score": "7<Overall>", "Overall Explanation": "ok."}'
+    ids, at = answer_tokens(s.tokenizer, text, s.eos_token_id)
+    assert s.tokenizer.decode([ids[at]]).strip() == "7" and ids[-1] == s.eos_token_id
+    values = score_token_values(s.tokenizer)
+    assert sorted(set(values.values())) == list(range(1, 10)) or sorted(set(values.values())) == list(range(1, 11))
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench_bundles")
+    for m in ("bf16", "bnb-int8"):
+        assert quantize(["--model", str(DEMO_MODEL), "--method", m, "--output", str(d / m)]) == 0
+    return d
+
+
+@pytest.mark.slow
+def test_bench_demo_report(bundles, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["--reference", str(DEMO_MODEL), "--candidates", str(bundles / "bf16"), str(bundles / "bnb-int8"),
+                 "--pairs", "demo:8", "--output", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    r = json.loads((out / "results.json").read_text())
+    ref, bf16, int8 = r["variants"]
+    assert ref["accuracy"]["overall_agreement"] == 1.0
+    # same weights, both computed in fp32 on CPU: the bf16 bundle is the reference
+    assert bf16["accuracy"]["overall_agreement"] == 1.0 and bf16["teacher_forced"]["kl_mean"] < 1e-6
+    assert bf16["teacher_forced"]["top1_agreement"] == 1.0
+    assert 0 < int8["teacher_forced"]["kl_mean"] < 0.5 and int8["accuracy"]["overall_agreement"] >= 0.6
+    assert int8["bits_per_weight"] < 10 and int8["disk_bytes"] < bf16["disk_bytes"]
+    for v in r["variants"]:
+        c = v["cost"]
+        assert len(c["prefill_ms"]) == 2 and all(x > 0 for x in c["decode_ms_per_token"])
+        assert c["batches"]["1"]["peak_bytes"] > 0 and c["best_batch"] in (1, 2)
+    assert r["environment"]["versions"]["torch"] and r["ceilings"]["copy_gb_per_s"] > 0
+    md = (out / "report.md").read_text()
+    assert "## Accuracy against the reference" in md and "**Estimate**" in md and "(min-max)" in md
+    summary = [line for line in md.splitlines() if line.startswith("| bnb-int8 |")][0]
+    assert " - |" not in summary  # every column of the summary is filled
+    for png in r["plots"]:
+        assert Image.open(out / png).size[0] > 100
+    assert "| bnb-int8 | bnb-int8 |" in printed
+
+
+def test_bench_records_a_broken_candidate_and_goes_on(bundles, tmp_path):
+    broken = altered_copy(bundles / "bnb-int8", tmp_path / "broken", "backbone/config.json")
+    out = tmp_path / "report"
+    assert main(["--reference", str(DEMO_MODEL), "--candidates", str(broken), str(bundles / "bf16"),
+                 "--pairs", "demo:2", "--output", str(out), "--no-plots", *FAST]) == 0
+    r = json.loads((out / "results.json").read_text())
+    bad, good = r["variants"][1:]
+    assert "altered" in bad["accuracy_error"] and "altered" in bad["cost_error"]
+    assert good["accuracy"]["overall_agreement"] == 1.0 and good["cost"]["batches"]
+    assert "## Errors" in (out / "report.md").read_text()
+
+
+def test_bench_refuses_bad_input(bundles, tmp_path, capsys):
+    assert main(["--reference", str(bundles / "bnb-int8"), "--candidates", str(bundles / "bf16"),
+                 "--output", str(tmp_path / "o")]) == 1
+    assert main(["--reference", str(DEMO_MODEL), "--candidates", str(bundles / "bf16"), "--pairs",
+                 str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 1
+    assert main(["--reference", str(DEMO_MODEL), "--candidates", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 3 and "must be 16-bit" in err[0] and "no such file" in err[1] and "not an AITQE" in err[2]
+
+
+@pytest.mark.slow
+def test_bench_synthetic_tiny(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["--synthetic", "tiny", "--output", str(out), *FAST]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert [v["method"] for v in r["variants"]] == ["bf16", "bnb-int8", "bnb-nf4", "gptq-int4"]
+    for v in r["variants"]:
+        assert v["cost"]["batches"]["2"]["ms_per_pair"], v
+        assert "accuracy" not in v
+    sizes = {v["method"]: v["cost"]["weight_bytes"] for v in r["variants"]}
+    assert sizes["bnb-nf4"] < sizes["bnb-int8"] < sizes["bf16"] and sizes["gptq-int4"] < sizes["bf16"]
+    md = (out / "report.md").read_text()
+    assert "random weights" in md and "## Accuracy" not in md and (out / "latency_memory.png").is_file()
+
+
+@pytest.mark.slow
+def test_device_check_script_on_cpu(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), SHAPE="tiny", DEVICE="cpu", PAIRS="demo:4", BATCHES="1,2", WHEELS="",
+               PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "bench/device_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()
+    assert last[-1].startswith("wrote ") and any(line.startswith("| gptq-int4 (tiny, random)") for line in last)
+    demo = json.loads((tmp_path / "bench-demo" / "results.json").read_text())
+    assert {v["method"] for v in demo["variants"]} == {"checkpoint", "bf16", "bnb-int8", "bnb-nf4", "gptq-int4"}
+    assert all(v.get("cost") for v in demo["variants"]), [v.get("cost_error") for v in demo["variants"]]
+    assert (tmp_path / "bench-tiny" / "results.json").is_file()
+
+
+def test_cost_child_prints_json(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.cost", "--synthetic", "tiny", "--method", "bf16",
+                           "--batch-sizes", "1", "--repeats", "1", "--device", "cpu"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["image_tokens"] == 16 and r["new_tokens"] == 6 and r["load_s"] > 0
