@@ -162,7 +162,8 @@ def write_markdown(r: dict, path: Path, caps: tuple[int, ...]) -> None:
     lines += [f"Machine: {env['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
               f"Workload for the cost columns: 1 image ({w['image_tokens']} tokens) + {w['text_tokens']} prompt tokens, "
               f"then {w['new_tokens']} greedy tokens with the KV cache; batch sizes {w['batch_sizes']}; "
-              f"{w['repeats']} timed repeats after a warm-up, shown as median (min-max).", "",
+              f"{w['repeats']} timed repeats after a warm-up, shown as median (min-max): the spread within this run; "
+              "separate runs on a shared machine can differ more, so compare variants within one run.", "",
               "## Summary", "", *main_table(r), ""]
     if r["mode"] != "synthetic":
         tokens = next((v["teacher_forced"]["tokens"] for v in r["variants"] if v.get("teacher_forced")), "?")
