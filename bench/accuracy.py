@@ -11,6 +11,10 @@ top-1 agreement, as llama.cpp's perplexity --kl-divergence reports them; and the
 score, sum(v * p(v)) over the score tokens ("1".."10", renormalised) at the position of the overall
 score. A tokenizer that splits "10" into digits counts its mass under "1"; AITQE's scores seen are
 1-9 on the demo model.
+
+The correlations and ROUGE-L come from scipy and rouge-score. The teacher-forced metrics are a few
+tensor operations written here: llama.cpp's tool works on GGUF text models, and evaluation harnesses
+(lm-eval) score log-likelihoods of text choices, not of a multimodal prompt fed as inputs_embeds.
 """
 
 from __future__ import annotations

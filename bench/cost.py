@@ -9,6 +9,8 @@ ms per image, prefill ms (the first token) and decode ms per token at batch 1, a
 (vision + prefill + decode, over the batch) for each batch size until memory runs out. Peak memory
 is the CUDA allocator's peak, or on CPU the peak RSS above the RSS before loading. On CUDA, every
 batch size that ran is run once more under process memory caps of 8, 12, 16 and 24 GiB.
+The timing loop is written here because llama-bench and vLLM's benchmarks time their own engines;
+this times the runtime's own modules (the transformers backbone and the vision encoder).
 """
 
 from __future__ import annotations
