@@ -30,13 +30,14 @@ from tqdm import tqdm
 
 try:
     from bench import ceilings, report
-    from bench.accuracy import score_all, teacher_forced, verdict_agreement
+    from bench.accuracy import teacher_forced, verdict_agreement
     from bench.cost import CAPS_GIB
 except ImportError as e:  # scipy, rouge-score, matplotlib
     sys.exit(f"error: python -m bench needs {e.name}; install it with: pip install -e '.[bench]'")
 from quantize.bundle import bundle_bytes, versions
 from runtime.errors import InputError
 from runtime.generate import cut_at_mark
+from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Scorer
 
 def environment(device: str) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -93,21 +94,19 @@ def run_cost(args, variant: dict, extra: list[str]) -> None:
 
 def accuracy(args, r: dict, out: Path) -> tuple[int, int]:
     """Accuracy of every candidate against the reference; returns the workload's (prompt, new) tokens."""
-    from runtime.scorer import Scorer
-
     ref = Scorer.from_pretrained(args.reference, device=args.device, dtype=args.reference_dtype)
     pairs, source = load_pairs(args.pairs, args.limit, ref.image_spec.size)
     r["pairs"] = {"source": source, "count": len(pairs)}
-    ref_verdicts = score_all(ref, pairs, args.batch_size, "reference")
+    ref_verdicts = ref.score_many(pairs, batch_size=args.batch_size, output_all=True, desc="reference")
     r["variants"][0]["accuracy"] = verdict_agreement(ref_verdicts, ref_verdicts, args.enhance_below)
-    prompts = [len(ref.prepare(p, 0)[1]) for p, v in zip(pairs, ref_verdicts) if v.error is None]
+    prompts = [len(ref.prepare(p, DEFAULT_MAX_NEW_TOKENS)[1]) for p, v in zip(pairs, ref_verdicts) if v.error is None]
     answers = [len(ref.tokenizer(cut_at_mark(v.raw_text), add_special_tokens=False)["input_ids"])
                for v in ref_verdicts if v.raw_text]
     for v in r["variants"][1:]:
         cand = None
         try:
             cand = Scorer.from_pretrained(v["path"], device=args.device)
-            verdicts = score_all(cand, pairs, args.batch_size, v["name"])
+            verdicts = cand.score_many(pairs, batch_size=args.batch_size, output_all=True, desc=v["name"])
             v["accuracy"] = verdict_agreement(ref_verdicts, verdicts, args.enhance_below)
             v["teacher_forced"] = teacher_forced(ref, cand, pairs, ref_verdicts, max(1, args.batch_size // 2),
                                                  f"{v['name']} teacher-forced")

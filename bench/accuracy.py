@@ -28,18 +28,12 @@ from rouge_score.rouge_scorer import RougeScorer
 from scipy.stats import kendalltau, spearmanr
 from tqdm import tqdm
 
+from quantize.agreement import prompt_embeddings
 from runtime.demo.evaluate import token_f1
 from runtime.parse import SUB_SCORES
 from runtime.scorer import Pair, Scorer, Verdict
 
 OVERALL_KEY = '"Overall Score"'
-
-
-def score_all(scorer: Scorer, pairs: list[Pair], batch_size: int, desc: str) -> list[Verdict]:
-    out = []
-    for i in tqdm(range(0, len(pairs), batch_size), desc=desc, file=sys.stderr, leave=False):
-        out += scorer.score_batch(pairs[i:i + batch_size], output_all=True)
-    return out
 
 
 def score_token_values(tokenizer) -> dict[int, int]:
@@ -67,8 +61,7 @@ def answer_tokens(tokenizer, text: str, eos: int | None) -> tuple[list[int], int
 @torch.inference_mode()
 def answer_logprobs(scorer: Scorer, pairs: list[Pair], answers: list[list[int]]) -> list[torch.Tensor]:
     """Log-probabilities [A_i, V] (fp32, CPU) that `scorer` gives each answer token, teacher-forced."""
-    prepared = [scorer.prepare(p, 0) for p in pairs]
-    rows = scorer.embed_prompts([rgb for rgb, _, _ in prepared], [ids for _, ids, _ in prepared])
+    rows = prompt_embeddings(scorer, pairs)  # the prompts the answers were generated from
     embed = scorer.llm.get_input_embeddings()
     full = [torch.cat([r, embed(torch.tensor(a, device=r.device))]) for r, a in zip(rows, answers)]
     length = max(len(f) for f in full)

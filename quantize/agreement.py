@@ -20,25 +20,22 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from quantize.bundle import bundle_bytes
 from runtime.demo.evaluate import held_out_pairs
 from runtime.errors import InputError
-from runtime.scorer import Pair, Scorer
+from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer
 
 
 def overall_scores(scorer: Scorer, pairs: list[Pair], batch_size: int, desc: str) -> list[int | None]:
-    out = []
-    for i in tqdm(range(0, len(pairs), batch_size), desc=desc, file=sys.stderr, leave=False):
-        out += [v.overall_score for v in scorer.score_batch(pairs[i:i + batch_size])]
-    return out
+    return [v.overall_score for v in scorer.score_many(pairs, batch_size=batch_size, desc=desc)]
 
 
 @torch.inference_mode()
 def prompt_embeddings(scorer: Scorer, pairs: list[Pair]) -> list[torch.Tensor]:
-    """The backbone's input rows (image embeddings + prompt), one per pair, from `scorer`'s vision side."""
-    prepared = [scorer.prepare(p, 384) for p in pairs]
+    """The backbone's input rows (image embeddings + prompt), one per pair, from `scorer`'s vision side,
+    with the caption cut as for generation."""
+    prepared = [scorer.prepare(p, DEFAULT_MAX_NEW_TOKENS) for p in pairs]
     return scorer.embed_prompts([rgb for rgb, _, _ in prepared], [ids for _, ids, _ in prepared])
 
 

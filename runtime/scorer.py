@@ -6,6 +6,7 @@ verdict; the other pairs of the batch are still scored.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from runtime.bundle import is_bundle, load_bundle
 from runtime.checkpoint import DTYPES, Checkpoint, load_checkpoint
@@ -164,3 +166,11 @@ class Scorer:
             v.timings = {"batch_size": len(ready), "embed_ms": round(1000 * embed_s, 2),
                          "generate_ms": round(1000 * gen.seconds, 2), "new_tokens": n}
         return verdicts
+
+    def score_many(self, pairs: list[Pair], *, batch_size: int, output_all: bool = False,
+                   desc: str | None = None, quiet: bool = False) -> list[Verdict]:
+        """score_batch over consecutive batches of `pairs`, with a progress bar on stderr."""
+        out = []
+        for i in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=quiet, file=sys.stderr, leave=False):
+            out += self.score_batch(pairs[i:i + batch_size], output_all=output_all)
+        return out

@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from runtime.demo import DEMO_MODEL
 from runtime.demo.world import ASPECTS, IMAGE_SIZE, caption_for, make_example
@@ -61,11 +60,8 @@ def held_out_pairs(n: int, seed: int, size: int = IMAGE_SIZE) -> list[Pair]:
 
 def evaluate(scorer: Scorer, *, n: int, seed: int, batch_size: int, quiet: bool = False) -> dict:
     exs = [make_example(seed, i, scorer.image_spec.size) for i in range(n)]
-    verdicts = []
-    for i in tqdm(range(0, n, batch_size), desc="held-out pairs", disable=quiet, file=sys.stderr):
-        chunk = exs[i:i + batch_size]
-        verdicts += scorer.score_batch([Pair(e.image, e.caption, i + j) for j, e in enumerate(chunk)],
-                                       output_all=True)
+    verdicts = scorer.score_many([Pair(e.image, e.caption, i) for i, e in enumerate(exs)], batch_size=batch_size,
+                                 output_all=True, desc="held-out pairs", quiet=quiet)
     gold = [int(e.verdict["Overall Score"].split("<")[0]) for e in exs]
     pred = [v.overall_score for v in verdicts]
     scored = [(g, p) for g, p in zip(gold, pred) if p is not None]
@@ -78,9 +74,7 @@ def evaluate(scorer: Scorer, *, n: int, seed: int, batch_size: int, quiet: bool 
     wins, pairs = 0, []
     for i, e in enumerate(exs):
         pairs += [Pair(e.image, caption_for(e.scene, "exact", rng)), Pair(e.image, caption_for(e.scene, rng.choice(WRONG), rng))]
-    duel = []
-    for i in tqdm(range(0, len(pairs), batch_size), desc="true vs wrong", disable=quiet, file=sys.stderr):
-        duel += scorer.score_batch(pairs[i:i + batch_size])
+    duel = scorer.score_many(pairs, batch_size=batch_size, desc="true vs wrong", quiet=quiet)
     for t, w in zip(duel[::2], duel[1::2]):
         wins += t.overall_score is not None and (w.overall_score is None or t.overall_score > w.overall_score)
     return {
