@@ -91,15 +91,14 @@ def evaluate(scorer: Scorer, *, n: int, seed: int, batch_size: int, quiet: bool 
 
 
 def report(r: dict) -> str:
-    lines = [f"held-out synthetic pairs: {r['pairs']} (seed {r['seed']}), model {r['model']}",
-             f"JSON validity            {r['json_valid']:.1%}",
-             f"overall exact            {r['overall_exact']:.1%}",
-             f"overall within +-1       {r['overall_within_1']:.1%}",
-             f"Spearman (overall)       {r['spearman']:.3f}"]
-    lines += [f"{name + ' exact':<25}{acc:.1%}" for name, acc in r["sub_score_exact"].items()]
-    lines += [f"recaption exact match    {r['recaption_exact']:.1%}",
-              f"recaption token F1       {r['recaption_token_f1']:.3f}",
-              f"true caption > wrong     {r['true_above_wrong']:.1%}"]
+    rows = [("JSON validity", f"{r['json_valid']:.1%}"), ("overall exact", f"{r['overall_exact']:.1%}"),
+            ("overall within +-1", f"{r['overall_within_1']:.1%}"), ("Spearman (overall)", f"{r['spearman']:.3f}")]
+    rows += [(f"{name} exact", f"{acc:.1%}") for name, acc in r["sub_score_exact"].items()]
+    rows += [("recaption exact match", f"{r['recaption_exact']:.1%}"),
+             ("recaption token F1", f"{r['recaption_token_f1']:.3f}"),
+             ("true caption > wrong", f"{r['true_above_wrong']:.1%}")]
+    lines = [f"held-out synthetic pairs: {r['pairs']} (seed {r['seed']}), model {r['model']}"]
+    lines += [f"{label:<30}{value}" for label, value in rows]
     return "\n".join(lines)
 
 

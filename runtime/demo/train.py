@@ -11,9 +11,12 @@ sequences stay short (9 image + ~20 prompt + ~60 answer tokens) and training fit
 The 48-pixel image is cut into 16-pixel patches, one per cell of the world's 3x3 grid: with 8-pixel
 patches that straddle the cells, the tower took thousands of steps to tell shapes apart.
 
-Loss is on the answer (the verdict text + EOS) only. A training-only scene probe (`SceneProbe`)
-first trains the tower alone for --vision-steps (the demo's stand-in for SigLIP's pretraining),
-then stays on as an auxiliary loss weighted by --aux-weight. Reproducible from --seed.
+Loss is on the answer (the verdict text + EOS), plus two training-only probes
+(`runtime.demo.probes`): the scene probe first trains the tower alone for --vision-steps (the
+demo's stand-in for SigLIP's pretraining), then stays on weighted by --aux-weight; the caption
+check, weighted by --check-weight, makes the LM judge each claim of the caption against the image
+and steers a few of its attention heads to what that needs.
+Reproducible from --seed.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from runtime.checkpoint import AITQEModules, load_checkpoint
 from runtime.checkpoint_writer import aitqe_config, save_checkpoint, train_tokenizer
 from runtime.config import AITQEConfig
 from runtime.demo import DEMO_NOTE
-from runtime.demo.world import (ASPECTS, COLOURS, IMAGE_SIZE, KINDS, SHAPES, SIZES, TEXTS, Scene, corpus_texts,
-                                make_example, verdict_text)
+from runtime.demo.probes import SCORE_PIECE, CaptionCheck, SceneProbe, check_tensor, scene_labels
+from runtime.demo.world import ASPECTS, IMAGE_SIZE, KINDS, corpus_texts, make_example, verdict_text
 from runtime.image import ImageSpec, preprocess
 from runtime.prompt import PROMPT, prompt_ids
 
@@ -73,45 +76,19 @@ def pick_kind(seed: int, index: int, weights: dict[str, float] | None) -> str | 
     return random.Random(seed * 7_919 + index).choices(list(weights), list(weights.values()))[0]
 
 
-def scene_labels(scene: Scene) -> list[int]:
-    """Per grid cell: shape, colour, size (0 = empty); then the text (0 = none)."""
-    cells = [[0, 0, 0] for _ in range(9)]
-    for o in scene.objects:
-        cells[o.row * 3 + o.col] = [SHAPES.index(o.shape) + 1, list(COLOURS).index(o.colour) + 1, SIZES.index(o.size) + 1]
-    return [v for cell in cells for v in cell] + [TEXTS.index(scene.text) + 1 if scene.text else 0]
-
-
-class SceneProbe(torch.nn.Module):
-    """Training-only head that reads each grid cell's objects and the text from the image embeddings.
-
-    The released AITQE starts from a pretrained SigLIP; the demo tower starts from scratch, and this
-    direct supervision is its stand-in for that pretraining. It is not part of the checkpoint."""
-
-    def __init__(self, tokens: int, hidden: int):
-        super().__init__()
-        self.where = torch.nn.Parameter(torch.zeros(10, tokens))  # 9 cells + text: attention over patches
-        self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for n in
-                                         (len(SHAPES) + 1, len(COLOURS) + 1, len(SIZES) + 1, len(TEXTS) + 1))
-
-    def loss(self, image: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        pooled = torch.einsum("qt,bth->bqh", self.where.softmax(-1), image.float())
-        cells, text = pooled[:, :9], pooled[:, 9]
-        ce = torch.nn.functional.cross_entropy
-        cell_targets = targets[:, :27].reshape(-1, 9, 3)
-        loss = sum(ce(self.heads[k](cells).flatten(0, 1), cell_targets[..., k].flatten()) for k in range(3))
-        return (loss + ce(self.heads[3](text), targets[:, 27])) / 4
-
-
 def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int,
                kind_weights: dict[str, float] | None = None):
-    """Pixels, text ids (prompt + answer + EOS, right-padded), labels (answer only), mask, scene labels."""
+    """Pixels, text ids (prompt + answer + EOS, right-padded), labels (answer only), mask, scene labels,
+    caption-check targets."""
     exs = [make_example(seed, start + i, spec.size, pick_kind(seed, start + i, kind_weights)) for i in range(n)]
-    rows, labels = [], []
+    rows, labels, score_at = [], [], []
+    score_piece = tok.convert_tokens_to_ids(SCORE_PIECE)
     for e in exs:
         prompt = prompt_ids(tok, e.caption, 10_000).ids
         answer = tok(verdict_text(e.verdict), add_special_tokens=False)["input_ids"] + [eos]
         rows.append(prompt + answer)
         labels.append([-100] * len(prompt) + answer)
+        score_at.append(len(prompt) + answer.index(score_piece))
     width = max(map(len, rows))
     ids = torch.full((n, width), eos)
     lab = torch.full((n, width), -100)
@@ -119,19 +96,25 @@ def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int,
     for i, (r, l) in enumerate(zip(rows, labels)):
         ids[i, : len(r)], lab[i, : len(l)], mask[i, : len(r)] = torch.tensor(r), torch.tensor(l), 1
     scenes = torch.tensor([scene_labels(e.scene) for e in exs])
-    return preprocess([e.image for e in exs], spec), ids, lab, mask, scenes
+    checks = check_tensor(exs, tok, score_at)
+    return preprocess([e.image for e in exs], spec), ids, lab, mask, scenes, checks
 
 
-def loss_of(modules: AITQEModules, pixels, ids, labels, mask, scenes,
-            probe: SceneProbe | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean next-token cross-entropy on the answer, and the scene probe's loss (0 without a probe)."""
+def loss_of(modules: AITQEModules, pixels, ids, labels, mask, scenes, checks, probe: SceneProbe | None = None,
+            check: CaptionCheck | None = None) -> tuple[torch.Tensor, ...]:
+    """Mean next-token cross-entropy on the answer, the scene probe's loss, the caption check's
+    and its routing loss (0 without the probes)."""
     image = modules.vision(pixels)
     embeds = torch.cat([image, modules.llm.get_input_embeddings()(ids)], dim=1)
     t = image.shape[1]
     mask = torch.cat([mask.new_ones(mask.shape[0], t), mask], dim=1)
     labels = torch.cat([labels.new_full((labels.shape[0], t), -100), labels], dim=1)
-    loss = modules.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-    return loss, probe.loss(image, scenes) if probe is not None else loss.new_zeros(())
+    out = modules.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels,
+                      output_hidden_states=check is not None, output_attentions=check is not None)
+    zero = out.loss.new_zeros(())
+    checked = (check.loss(out.hidden_states[-1][:, t:], out.attentions, checks)
+               if check is not None else (zero, zero))
+    return out.loss, probe.loss(image, scenes) if probe is not None else zero, *checked
 
 
 def pretrain_vision(modules: AITQEModules, probe: SceneProbe, steps: int, batch_at, device: str) -> None:
@@ -140,7 +123,7 @@ def pretrain_vision(modules: AITQEModules, probe: SceneProbe, steps: int, batch_
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     start, run = time.time(), 0.0
     for step in range(steps):
-        pixels, *_, scenes = (t.to(device) for t in batch_at(step))
+        pixels, *_, scenes, _ = (t.to(device) for t in batch_at(step))
         loss = probe.loss(modules.vision(pixels), scenes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -189,7 +172,7 @@ def start_from(init: Path | None, seed: int, vocab: int):
 
 def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int, log_every: int,
           init: Path | None = None, kind_weights: dict[str, float] | None = None,
-          aux_weight: float = 0.0, vision_steps: int = 0, device: str = "cpu") -> None:
+          aux_weight: float = 0.0, vision_steps: int = 0, check_weight: float = 0.0, device: str = "cpu") -> None:
     torch.manual_seed(seed)
     modules, tok, vision_cfg = start_from(init, seed, vocab)
     modules.to(device)
@@ -197,17 +180,19 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
     spec = ImageSpec(size=vision_cfg.image_size)
     params = sum(p.numel() for p in modules.parameters())
     print(f"demo model: {params / 1e6:.2f} M parameters, tokenizer {len(tok)} tokens", flush=True)
-    probe = (SceneProbe((vision_cfg.image_size // vision_cfg.patch_size) ** 2, modules.llm.config.hidden_size).to(device)
-             if aux_weight or vision_steps else None)
+    probe = SceneProbe(modules.llm.config.hidden_size).to(device) if aux_weight or vision_steps else None
     if vision_steps:
         pretrain_vision(modules, probe, vision_steps, lambda i: make_batch(seed, i * batch, batch, tok, spec, eos), device)
-    trained = list(modules.parameters()) + (list(probe.parameters()) if probe else [])
+    check = CaptionCheck(modules.llm.config.hidden_size).to(device) if check_weight else None
+    if check is not None:
+        modules.llm.set_attn_implementation("eager")  # the routing loss reads the attention weights
+    trained = [p for m in (modules, probe, check) if m is not None for p in m.parameters()]
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 50)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / steps))))
     modules.train()
-    start, curve, run, run_aux = time.time(), [], 0.0, 0.0
+    start, curve, runs = time.time(), [], torch.zeros(4)
 
     def batch_at(step: int):
         return make_batch(seed, step * batch, batch, tok, spec, eos, kind_weights)
@@ -218,22 +203,25 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
                                           prefetch_factor=4 if workers else None, pin_memory=workers > 0)
     for step, tensors in enumerate(batches):
         tensors = [t.to(device, non_blocking=True) for t in tensors]
-        lm, aux = loss_of(modules, *tensors, probe=probe)
-        loss = lm + aux_weight * aux
+        lm, aux, checked, routed = loss_of(modules, *tensors, probe=probe, check=check)
+        loss = lm + aux_weight * aux + check_weight * (checked + routed)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         sched.step()
-        run, run_aux = run + lm.item(), run_aux + aux.item()
+        runs += torch.tensor([lm.item(), aux.item(), checked.item(), routed.item()])
         if (step + 1) % log_every == 0:
-            curve.append((step + 1, run / log_every))
-            print(f"step {step + 1:5d}/{steps}  loss {run / log_every:.4f}  scene probe {run_aux / log_every:.4f}  "
-                  f"lr {sched.get_last_lr()[0]:.2e}  {time.time() - start:.0f}s", flush=True)
-            run, run_aux = 0.0, 0.0
+            mean = (runs / log_every).tolist()
+            curve.append((step + 1, mean[0]))
+            print(f"step {step + 1:5d}/{steps}  loss {mean[0]:.4f}  scene probe {mean[1]:.4f}  caption check "
+                  f"{mean[2]:.4f}  routing {mean[3]:.4f}  lr {sched.get_last_lr()[0]:.2e}  {time.time() - start:.0f}s",
+                  flush=True)
+            runs.zero_()
         if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
             meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr, "init": str(init or ""),
                     "kind_weights": kind_weights, "aux_weight": aux_weight, "vision_steps": vision_steps,
+                    "check_weight": check_weight,
                     "device": device,
                     "train_examples": (step + 1) * batch, "train_seconds": round(time.time() - start),
                     "loss_curve": curve}
@@ -258,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of the training-only scene probe's loss (supervises the vision tower directly)")
     p.add_argument("--vision-steps", type=int, default=0,
                    help="steps that train the tower with the scene probe alone before the joint training")
+    p.add_argument("--check-weight", type=float, default=0.0,
+                   help="weight of the training-only caption check's losses (is each claim of the caption "
+                        "true? attention routed to what that needs)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     weights = None
@@ -271,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
           vocab=args.vocab, log_every=args.log_every, init=Path(args.init) if args.init else None,
           kind_weights=weights, aux_weight=args.aux_weight, vision_steps=args.vision_steps,
+          check_weight=args.check_weight,
           device=args.device)
     return 0
 
