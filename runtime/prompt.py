@@ -22,9 +22,14 @@ class PromptIds:
     truncated: bool  # the caption was cut to fit the context
 
 
-def _encode(tokenizer, caption: str) -> list[int]:
+def encode_prompt(tokenizer, caption: str, offsets: bool = False):
+    """The tokenizer's encoding of PROMPT with the caption (ids, and character offsets if asked)."""
     text = PROMPT.format_map({"caption": caption})
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=offsets)
+
+
+def _encode(tokenizer, caption: str) -> list[int]:
+    return encode_prompt(tokenizer, caption)["input_ids"]
 
 
 def prompt_ids(tokenizer, caption: str, max_tokens: int) -> PromptIds:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from runtime.demo.world import COLOURS, SHAPES, SIZES, TEXTS, Example, Scene, mutation
-from runtime.prompt import PROMPT
+from runtime.prompt import PROMPT, encode_prompt
 
 MAX_CLAIMS = 5  # up to 4 objects and the text
 # (layer, head, target column, the column is an image token) of the heads the routing loss steers
@@ -62,8 +62,7 @@ def claim_targets(e: Example, tokenizer) -> list[tuple[int, int, int, int, int]]
 
     The character after: at a phrase's last word the LM cannot yet tell "top" from "top left"."""
     start = PROMPT.index("{caption}")
-    spans = tokenizer(PROMPT.format_map({"caption": e.caption}), add_special_tokens=False,
-                      split_special_tokens=True, return_offsets_mapping=True)["offset_mapping"]
+    spans = encode_prompt(tokenizer, e.caption, offsets=True)["offset_mapping"]
 
     def token_at(char: int) -> int:
         return next(i for i, (a, b) in enumerate(spans) if a <= start + char < b)

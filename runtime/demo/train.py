@@ -221,8 +221,7 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
         if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
             meta = {"seed": seed, "steps": step + 1, "batch": batch, "lr": lr, "init": str(init or ""),
                     "kind_weights": kind_weights, "aux_weight": aux_weight, "vision_steps": vision_steps,
-                    "check_weight": check_weight,
-                    "device": device,
+                    "check_weight": check_weight, "device": device,
                     "train_examples": (step + 1) * batch, "train_seconds": round(time.time() - start),
                     "loss_curve": curve}
             save(modules.eval().cpu(), vision_cfg, tok, out, meta)
@@ -262,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
           vocab=args.vocab, log_every=args.log_every, init=Path(args.init) if args.init else None,
           kind_weights=weights, aux_weight=args.aux_weight, vision_steps=args.vision_steps,
-          check_weight=args.check_weight,
-          device=args.device)
+          check_weight=args.check_weight, device=args.device)
     return 0
 
 
