@@ -46,10 +46,11 @@ def score_token_values(tokenizer) -> dict[int, int]:
     return values
 
 
-def answer_tokens(tokenizer, text: str, eos: int | None) -> tuple[list[int], int | None]:
-    """Token ids of the answer (+ EOS), and the index of the overall score's first token (None: absent)."""
+def answer_tokens(tokenizer, text: str, eos: tuple[int, ...]) -> tuple[list[int], int | None]:
+    """Token ids of the answer (+ its first end-of-generation id), and the index of the overall score's
+    first token (None: absent)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"]) + ([eos] if eos is not None else [])
+    ids = list(enc["input_ids"]) + list(eos[:1])
     key = text.find(OVERALL_KEY)
     digit = next((i for i in range(key + len(OVERALL_KEY), len(text)) if text[i].isdigit()), None) if key >= 0 else None
     score_at = None
@@ -92,7 +93,7 @@ def teacher_forced(ref: Scorer, cand: Scorer, pairs: list[Pair], ref_verdicts: l
     kl, top1, e_ref, e_cand = [], [], [], []
     for i in tqdm(range(0, len(todo), batch_size), desc=desc, file=sys.stderr, leave=False):
         chunk = todo[i:i + batch_size]
-        answers = [answer_tokens(ref.tokenizer, v.raw_text, ref.eos_token_id) for _, v in chunk]
+        answers = [answer_tokens(ref.tokenizer, v.raw_text, ref.eos.ids) for _, v in chunk]
         ids = [a for a, _ in answers]
         lp_ref = answer_logprobs(ref, [p for p, _ in chunk], ids)
         lp_cand = answer_logprobs(cand, [p for p, _ in chunk], ids)

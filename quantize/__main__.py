@@ -63,7 +63,7 @@ def make_bundle(args: argparse.Namespace) -> tuple[Path, dict]:
             "source": {"path": str(Path(args.model).resolve()), "fingerprint": source},
             "backbone": backbone, "vision": vision,
             "image": {**cfg.image.__dict__}, "image_tokens": cfg.image_tokens,
-            "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id,
+            "eos": {"ids": list(cfg.eos.ids), "source": cfg.eos.source}, "pad_token_id": cfg.pad_token_id,
             "note": (cfg.raw.get("aitqe_edge_demo") or {}).get("note"),
             "quantize_seconds": round(time.perf_counter() - start, 1),
         })

@@ -30,7 +30,7 @@ from runtime.image import ImageSpec
 from runtime.model import VisionEncoder
 
 FORMAT = "aitqe-edge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: end of generation resolved as the original does (`eos`)
 
 
 def sha256_file(path: Path) -> str:

@@ -29,7 +29,7 @@ from accelerate.utils import set_module_tensor_to_device
 from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import logging as hf_logging
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from runtime.config import AITQEConfig, load_config
 from runtime.errors import InputError
@@ -116,9 +116,9 @@ def runtime_name(name: str, vision_layers: int) -> str | None:
 
 def load_tokenizer(root: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # AutoTokenizer warns that model_type "mm" is unknown to it
-    try:
-        tok = AutoTokenizer.from_pretrained(str(root), trust_remote_code=trust_remote_code,
+    hf_logging.set_verbosity_error()
+    try:  # an empty model config: AutoTokenizer would read config.json, whose model_type "mm" it does not know
+        tok = AutoTokenizer.from_pretrained(str(root), config=PretrainedConfig(), trust_remote_code=trust_remote_code,
                                             local_files_only=True)
     except (OSError, ValueError) as e:
         raise InputError(f"{root}: cannot load the tokenizer ({str(e).splitlines()[0]}); "

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM,
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import (GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer,
                           SiglipVisionConfig, SiglipVisionModel)
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from runtime.image import ImageSpec
 from runtime.prompt import PROMPT
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]  # besides <|endoftext|>, Qwen2's end of text
 BASE_CORPUS = [
     PROMPT.format(caption="a photo of a dog on a beach"),
     '{"Recaption": "", "Overall Score": "5<Overall>", "Overall Explanation": "", '
@@ -36,21 +37,54 @@ BASE_CORPUS = [
 ]
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (Qwen2's kind) trained on `texts`; encodes any text."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+def train_tokenizer(texts: list[str], vocab_size: int = 512, extra_tokens: list[str] = ()) -> Qwen2Tokenizer:
+    """A byte-level BPE in Qwen2's own form (NFC, Qwen2's split pattern), trained on `texts`.
+
+    Built as transformers' `Qwen2Tokenizer` from the trained vocabulary and merges, so the slow
+    tokenizer of older transformers (vocab.json + merges.txt) reads it the same way. Then
+    <|endoftext|>, SPECIAL_TOKENS and `extra_tokens` (plain added tokens) follow the BPE ids."""
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>", padding_side="left")
+    bpe.train_from_iterator(texts, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, bos_token=None, padding_side="left")
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    tok.add_tokens(list(extra_tokens))
+    return tok
+
+
+def save_tokenizer(tokenizer: Qwen2Tokenizer, folder: Path) -> None:
+    """The tokenizer files of the released layout: tokenizer.json (fast) and the slow tokenizer's
+    vocab.json + merges.txt, with a tokenizer_config.json that transformers 4.41 reads too."""
+    tokenizer.save_pretrained(str(folder))
+    tokenizer.backend_tokenizer.model.save(str(folder))  # vocab.json, merges.txt
+    added = {t.content: i for i, t in sorted(tokenizer.added_tokens_decoder.items())}
+    specials = [t for t in SPECIAL_TOKENS if t in added]
+    (folder / "added_tokens.json").write_text(json.dumps(added, indent=2, ensure_ascii=False))
+    (folder / "special_tokens_map.json").write_text(json.dumps(
+        {"additional_special_tokens": specials, "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token},
+        indent=2))
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
+                                          "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
+                                 for i, t in sorted(tokenizer.added_tokens_decoder.items())},
+        "additional_special_tokens": specials, "bos_token": None, "clean_up_tokenization_spaces": False,
+        "eos_token": tokenizer.eos_token, "errors": "replace", "model_max_length": tokenizer.model_max_length,
+        "pad_token": tokenizer.pad_token, "padding_side": "left", "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer", "unk_token": None,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
 def aitqe_config(llm: Qwen2Config, vision: SiglipVisionConfig, tokenizer, vision_path: str) -> dict:
-    """config.json as released: Qwen2 fields at top level plus the multimodal fields."""
+    """config.json as the release's MMConfig saves it: Qwen2 fields at top level plus the multimodal ones."""
     tokens = (vision.image_size // vision.patch_size) ** 2
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     return {
@@ -60,8 +94,11 @@ def aitqe_config(llm: Qwen2Config, vision: SiglipVisionConfig, tokenizer, vision
         "num_attention_heads": llm.num_attention_heads,
         "num_key_value_heads": llm.num_key_value_heads, "hidden_act": llm.hidden_act,
         "max_position_embeddings": llm.max_position_embeddings, "rms_norm_eps": llm.rms_norm_eps,
-        "rope_theta": llm.rope_parameters["rope_theta"], "tie_word_embeddings": False,
+        "rope_theta": llm.rope_parameters["rope_theta"], "rope_scaling": None, "tie_word_embeddings": False,
         "initializer_range": llm.initializer_range, "use_sliding_window": False,
+        "sliding_window": llm.max_position_embeddings, "max_window_layers": llm.num_hidden_layers,
+        "attention_bias": False, "attention_dropout": 0.0, "pretraining_tp": 1, "use_cache": True,
+        "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos,
         "language_model_name_or_path": "Qwen/Qwen2-7B", "vision_model_name_or_path": vision_path,
         "mm_projector_type": "mlp", "image_aspect_ratio": "square",
         "visual_hidden_dim": vision.hidden_size, "pesudo_img_size": vision.image_size,
@@ -78,12 +115,15 @@ def save_checkpoint(folder: str | Path, *, config: dict, state: dict[str, torch.
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer.save_pretrained(str(folder))
+    GenerationConfig(bos_token_id=config["bos_token_id"], eos_token_id=config["eos_token_id"],
+                     pad_token_id=config["pad_token_id"]).save_pretrained(str(folder))
+    save_tokenizer(tokenizer, folder)
     vdir = folder / config["vision_model_name_or_path"]
     vdir.mkdir(parents=True, exist_ok=True)
     (vdir / "config.json").write_text(vision.to_json_string())
     proc = {"image_processor_type": "SiglipImageProcessor", "do_resize": True, "do_rescale": True,
             "do_normalize": True, "size": {"height": image.size, "width": image.size},
+            "crop_size": {"height": image.size, "width": image.size},  # the original's processor reads it
             "resample": image.resample, "rescale_factor": image.rescale,
             "image_mean": list(image.mean), "image_std": list(image.std)}
     (vdir / "preprocessor_config.json").write_text(json.dumps(proc, indent=2))

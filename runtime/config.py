@@ -1,8 +1,11 @@
 """AITQE checkpoint configuration: read `config.json` of the released layout into typed parts.
 
 The released `config.json` (``model_type: "mm"``) holds the Qwen2 fields at top level plus the
-multimodal fields. Missing Qwen2 hyper-parameters fall back to the wrapper config's LLaMA-style
-defaults (`WRAPPER_DEFAULTS`), exactly as the original does; shape fields are required.
+multimodal fields. A missing Qwen2 field takes the default of the original's config class
+(`MMCONFIG_DEFAULTS`); the strict weight loader then refuses a shape that does not match.
+`rope_scaling` is refused: the original's Qwen2 (transformers 4.41) never applied it.
+
+End of generation is resolved as the original's `generate` does it (`resolve_eos`).
 The SigLIP vision config is read from `vision_model_name_or_path` when it can be read offline
 (a local folder, absolute or relative to the checkpoint, or the Hugging Face cache), else the
 so400m-patch14-384 values are used and later checked against the weights' shapes.
@@ -19,23 +22,51 @@ from transformers import Qwen2Config, SiglipVisionConfig
 from runtime.errors import InputError
 from runtime.image import ImageSpec
 
-QWEN2_SHAPE_FIELDS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-)
-# Defaults of the original wrapper config (LLaMA-style), used when config.json lacks a field.
-WRAPPER_DEFAULTS = {
-    "hidden_act": "silu",
-    "max_position_embeddings": 2048,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0,
-    "tie_word_embeddings": False,
-    "attention_dropout": 0.0,
+# The original's MMConfig.__init__ defaults (modeling_mm.py), used where config.json lacks a key.
+MMCONFIG_DEFAULTS = {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 32, "hidden_act": "silu",
+    "max_position_embeddings": 4096, "initializer_range": 0.02, "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False, "rope_theta": 10000.0, "attention_dropout": 0.0,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+}
+QWEN2_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range",
+                "rms_norm_eps", "tie_word_embeddings", "rope_theta", "attention_dropout")
+# Generation settings that would change what greedy decoding picks, at their neutral values: the
+# original's `generate` applies them from its generation config; this runtime decodes plain greedy.
+GREEDY_NEUTRAL = {
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "force_words_ids": None, "min_length": 0, "min_new_tokens": None,
+    "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
+    "penalty_alpha": None, "stop_strings": None, "max_time": None,
+}
+# transformers 4.41's defaults of the generation parameters a model config may hold
+# (PretrainedConfig._get_generation_defaults): a config.json that departs from one of them makes
+# 4.41 rebuild an unedited generation config from the model config.
+LEGACY_GENERATION_DEFAULTS = {
+    "max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
+    "num_beam_groups": 1, "diversity_penalty": 0.0, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+    "typical_p": 1.0, "repetition_penalty": 1.0, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "num_return_sequences": 1,
+    "output_scores": False, "return_dict_in_generate": False, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "remove_invalid_values": False, "exponential_decay_length_penalty": None,
+    "suppress_tokens": None, "begin_suppress_tokens": None,
 }
 SO400M_VISION = {
     "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
     "num_attention_heads": 16, "image_size": 384, "patch_size": 14,
     "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6,
 }
+
+
+@dataclass(frozen=True)
+class Eos:
+    """The token ids that end generation, and the file they came from."""
+
+    ids: tuple[int, ...]
+    source: str
 
 
 @dataclass
@@ -49,8 +80,8 @@ class AITQEConfig:
     image: ImageSpec
     vision_config_source: str  # where the vision config came from, for messages
     image_tokens: int
-    eos_token_id: int | None
-    pad_token_id: int | None
+    eos: Eos
+    pad_token_id: int
     projector_type: str = "mlp"
     extra: dict = field(default_factory=dict)
 
@@ -63,16 +94,52 @@ def _read_json(path: Path) -> dict:
 
 
 def _llm_config(raw: dict, path: Path) -> Qwen2Config:
-    missing = [k for k in QWEN2_SHAPE_FIELDS if k not in raw]
-    if missing:
-        raise InputError(f"{path}: missing {', '.join(missing)}; this is not an AITQE config.json")
-    fields = {k: raw.get(k, v) for k, v in WRAPPER_DEFAULTS.items()}
-    for k in QWEN2_SHAPE_FIELDS + ("num_key_value_heads", "use_sliding_window", "sliding_window",
-                                   "max_window_layers", "initializer_range"):
+    if raw.get("rope_scaling") is not None:
+        raise InputError(f"{path}: rope_scaling {raw['rope_scaling']} is set, but the original AITQE code "
+                         "(transformers 4.41's Qwen2) never applies it; set it to null to score as the original does")
+    fields = {k: raw.get(k, MMCONFIG_DEFAULTS[k]) for k in QWEN2_FIELDS}
+    fields["use_sliding_window"] = raw.get("use_sliding_window", False)  # absent from MMConfig: off
+    for k in ("sliding_window", "max_window_layers"):
         if k in raw:
             fields[k] = raw[k]
-    fields.setdefault("num_key_value_heads", fields["num_attention_heads"])
     return Qwen2Config(**fields)
+
+
+def token_id(value, name: str, vocab: int, where) -> int:
+    """`value` as a token id of a `vocab`-sized vocabulary, or a one-line InputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab:
+        raise InputError(f"{where}: {name} {value!r} is not a token id of the {vocab}-token vocabulary; fix the file")
+    return value
+
+
+def _eos_ids(value, vocab: int, where) -> tuple[int, ...]:
+    ids = [] if value is None else value if isinstance(value, list) else [value]
+    return tuple(token_id(i, "eos_token_id", vocab, where) for i in ids)
+
+
+def resolve_eos(root: Path, raw: dict) -> Eos:
+    """End of generation as the original's `generate` (transformers 4.41) resolves it: from
+    generation_config.json when the folder has one, else from config.json's `eos_token_id` (the
+    MMConfig default 2 when absent). A generation_config.json derived from the model config and
+    never edited (`_from_model_config`) yields to config.json when config.json sets a generation
+    parameter of its own, as 4.41's legacy rule does. Refuses settings that would change greedy
+    decoding (`GREEDY_NEUTRAL`), which this runtime does not apply."""
+    path = root / "generation_config.json"
+    gen = _read_json(path) if path.is_file() else None
+    if gen is not None and not isinstance(gen, dict):
+        raise InputError(f"{path}: not a JSON object; restore it from the checkpoint")
+    from_model = gen is None or (gen.get("_from_model_config") and any(
+        k in raw and raw[k] != v for k, v in LEGACY_GENERATION_DEFAULTS.items()))
+    settings, where = (raw, root / "config.json") if from_model else (gen, path)
+    for key, neutral in GREEDY_NEUTRAL.items():
+        if settings.get(key, neutral) != neutral:
+            raise InputError(f"{where}: {key}={settings[key]!r} would change greedy decoding, which the original "
+                             "applies and aitqe-edge does not; remove it to score with plain greedy decoding")
+    vocab = raw.get("vocab_size", MMCONFIG_DEFAULTS["vocab_size"])
+    if from_model:
+        return Eos(_eos_ids(raw.get("eos_token_id", MMCONFIG_DEFAULTS["eos_token_id"]), vocab, where),
+                   "config.json" if "eos_token_id" in raw else "MMConfig default (config.json has no eos_token_id)")
+    return Eos(_eos_ids(gen.get("eos_token_id"), vocab, where), "generation_config.json")
 
 
 def _vision_folder(name: str, root: Path) -> Path | None:
@@ -111,6 +178,8 @@ def load_config(root: str | Path) -> AITQEConfig:
     if not path.is_file():
         raise InputError(f"{root}: no config.json; pass an AITQE checkpoint folder or a bundle")
     raw = _read_json(path)
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: not a JSON object; this is not an AITQE config.json")
     llm = _llm_config(raw, path)
     vision, spec, source = _vision_config(raw, root)
     if raw.get("mm_projector_type", "mlp") != "mlp":
@@ -127,6 +196,7 @@ def load_config(root: str | Path) -> AITQEConfig:
         spec = replace(spec, size=vision.image_size)
     return AITQEConfig(
         root=root, raw=raw, llm=llm, vision=vision, image=spec, vision_config_source=source,
-        image_tokens=tokens, eos_token_id=raw.get("eos_token_index"),
-        pad_token_id=raw.get("pad_token_index"),
+        image_tokens=tokens, eos=resolve_eos(root, raw),
+        pad_token_id=token_id(raw.get("pad_token_id", MMCONFIG_DEFAULTS["pad_token_id"]), "pad_token_id",
+                              llm.vocab_size, path),
     )

@@ -3,7 +3,8 @@
 Each row is [image embeddings; prompt token embeddings]. Rows are left-padded to a common
 length with the pad token's embedding and masked; transformers' `generate` derives position ids
 from the attention mask (cumsum - 1), so a row's positions do not depend on its batch-mates.
-Default mode stops a row once its text contains `<Overall>`; output-all runs to EOS or the limit.
+A row ends at one of the end-of-generation ids (kept in its ids, as `generate` returns them),
+at the token budget, or, in the default mode, once its text contains `<Overall>`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ OVERALL_MARK = "<Overall>"
 
 @dataclass
 class Generated:
+    ids: list[list[int]]  # new token ids per row, up to and including its end-of-generation id
     texts: list[str]
-    new_tokens: list[int]
     seconds: float
 
 
@@ -41,30 +42,43 @@ def cut_at_mark(text: str) -> str:
     return text if at < 0 else text[: at + len(OVERALL_MARK)]
 
 
+def decode(tokenizer, ids: list[int]) -> str:
+    """Text of ids, special tokens kept; ids past the tokenizer (padded embedding rows) have no text."""
+    return tokenizer.decode([t for t in ids if t < len(tokenizer)], skip_special_tokens=False)
+
+
+def new_text(tokenizer, ids: list[int], eos_ids: tuple[int, ...], output_all: bool) -> str:
+    """The text of a row's new ids: up to its end-of-generation id, cut after `<Overall>` unless output_all."""
+    end = next((i for i, t in enumerate(ids) if t in eos_ids), len(ids))
+    text = decode(tokenizer, ids[:end])
+    return text if output_all else cut_at_mark(text)
+
+
 @torch.inference_mode()
-def greedy_generate(llm, tokenizer, rows: list[torch.Tensor], *, eos_token_id: int | None,
-                    pad_token_id: int | None, max_new_tokens: int, output_all: bool) -> Generated:
-    """Greedy-decode each row (embeddings [L_i, H]); returns the decoded new text per row."""
-    pad = pad_token_id if pad_token_id is not None else eos_token_id
-    pad_embedding = llm.get_input_embeddings()(torch.tensor([pad or 0], device=rows[0].device))[0]
+def greedy_generate(llm, tokenizer, rows: list[torch.Tensor], *, eos_ids: tuple[int, ...], pad_token_id: int,
+                    max_new_tokens: int, output_all: bool) -> Generated:
+    """Greedy-decode each row (embeddings [L_i, H]); returns the new ids and text per row."""
+    pad_embedding = llm.get_input_embeddings()(torch.tensor([pad_token_id], device=rows[0].device))[0]
     embeds, mask = left_pad(rows, pad_embedding.to(rows[0].dtype))
     gen_cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                               eos_token_id=eos_token_id, pad_token_id=pad, use_cache=True,
+                               eos_token_id=list(eos_ids) or None, pad_token_id=pad_token_id, use_cache=True,
                                stop_strings=None if output_all else [OVERALL_MARK])
     start = time.perf_counter()
     out = llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_cfg,
                        tokenizer=tokenizer)
     seconds = time.perf_counter() - start
-    texts, counts = [], []
-    vocab = len(tokenizer)
-    for seq in out.tolist():
-        ids = []
-        for t in seq:  # stop at the row's EOS; the rest is padding
-            if t == eos_token_id:
-                break
-            ids.append(t)
-        counts.append(len(ids) + (len(ids) < len(seq)))
-        # ids past the tokenizer (padded embedding rows) have no text
-        text = tokenizer.decode([t for t in ids if t < vocab], skip_special_tokens=False)
-        texts.append(text if output_all else cut_at_mark(text))
-    return Generated(texts, counts, seconds)
+    ids = [finished(tokenizer, seq, eos_ids, output_all) for seq in out.tolist()]
+    return Generated(ids, [new_text(tokenizer, r, eos_ids, output_all) for r in ids], seconds)
+
+
+def finished(tokenizer, seq: list[int], eos_ids: tuple[int, ...], output_all: bool) -> list[int]:
+    """A row's ids up to where it ended (its end-of-generation id, or the token that completed
+    `<Overall>`); what follows is padding from its batch-mates' longer runs."""
+    end = next((i + 1 for i, t in enumerate(seq) if t in eos_ids), len(seq))
+    if output_all or OVERALL_MARK not in decode(tokenizer, seq[:end]):
+        return seq[:end]
+    lo, hi = 1, end  # the shortest prefix whose text holds the mark
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if OVERALL_MARK in decode(tokenizer, seq[:mid]) else (mid + 1, hi)
+    return seq[:lo]

@@ -20,10 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from runtime.errors import InputError
 
-MIN_SIDE = 32  # images with a side <= 32 px are refused (AITQE needs more)
 MAX_PIXELS = 89_478_485  # decompression-bomb limit (PIL's default warning threshold)
-
-_SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an (untrusted) image file; return a fully loaded RGB image or raise InputError.
 
     Only the first frame of animated images is used. EXIF orientation is NOT applied: pixels are
-    kept as stored, like the original AITQE code (which does not call exif_transpose).
+    kept as stored, like the original AITQE code (which does not call exif_transpose). Small images
+    are kept, as the original's inference processor keeps them.
     """
     p = os.fspath(path)
     where = f"image {_show(p)}"
@@ -111,9 +109,6 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             if w * h > MAX_PIXELS:
                 raise InputError(f"{where}: image is {w}x{h} px = {w * h:,} pixels, over the limit of "
                                  f"{MAX_PIXELS:,} (possible decompression bomb); downscale it first")
-            if w <= MIN_SIDE or h <= MIN_SIDE:
-                raise InputError(f"{where}: image is {w}x{h} px; both sides must be > {MIN_SIDE} px; "
-                                 "use a larger image")
             try:
                 im.load()  # first frame only; truncated data raises (LOAD_TRUNCATED_IMAGES stays off)
             except Exception as e:
@@ -127,22 +122,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """Convert a loaded image of any common mode to a new 8-bit RGB image."""
-    mode = im.mode
-    if mode in _SIXTEEN_BIT:
-        # PIL's own convert clips 16-bit values at 255 (almost all white); keep the high byte instead.
-        a = np.asarray(im).astype(np.int64).clip(0, 65535) >> 8
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        # Float range is not standardized: [0,1] -> *255; <=255 as is; <=65535 as 16 bit; else by max.
-        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        hi = float(a.max()) if a.size else 0.0
-        a = a * 255 if hi <= 1 else a if hi <= 255 else a / 257 if hi <= 65535 else a * (255 / hi)
-        return Image.fromarray(np.rint(a.clip(0, 255)).astype(np.uint8), "L").convert("RGB")
-    if mode in ("P", "PA"):
-        # Via RGBA so palette transparency (even "bytes" transparency) converts without a warning.
+    """A loaded image of any mode as a new 8-bit RGB image, with the pixels of the original's
+    `convert("RGB")`: alpha dropped, 16-bit and float values clipped at 255. Palette images go
+    through RGBA, which gives the same pixels without PIL's warning about byte transparency."""
+    if im.mode in ("P", "PA"):
         return im.convert("RGBA").convert("RGB")
-    # RGB, RGBA, LA (alpha dropped, as the original AITQE does), L, 1, CMYK, YCbCr, ...
     return im.convert("RGB")
 
 

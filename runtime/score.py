@@ -103,6 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the tokenizer's own Python code to run (off by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true",
+                   help="say on stderr how the model decodes (end-of-generation ids and the file they came from)")
     args = p.parse_args(argv)
     single = args.image is not None or args.caption is not None
     batch = args.input is not None or args.output is not None
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.input and not Path(args.input).is_file():
             raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL file")
         scorer = load_scorer(args)
+        if args.debug:
+            print(f"debug: {scorer.model_id}: greedy decoding; end of generation: token ids {list(scorer.eos.ids)} "
+                  f"from {scorer.eos.source}; pad token id {scorer.pad_token_id}", file=sys.stderr)
         return run_batch(scorer, args) if args.input else run_single(scorer, args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

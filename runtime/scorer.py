@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from runtime.bundle import is_bundle, load_bundle
 from runtime.checkpoint import DTYPES, Checkpoint, load_checkpoint
+from runtime.config import Eos
 from runtime.errors import InputError
 from runtime.generate import greedy_generate
 from runtime.image import ImageSpec, load_image, preprocess
@@ -67,8 +68,8 @@ class Scorer:
     tokenizer: Any
     image_spec: ImageSpec
     image_tokens: int
-    eos_token_id: int | None
-    pad_token_id: int | None
+    eos: Eos  # the ids that end generation, and the file they came from
+    pad_token_id: int
     model_id: str
     max_positions: int
     device: str = "cpu"
@@ -94,7 +95,7 @@ class Scorer:
                             vision_backend=vision_backend)
             m = b.manifest
             return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=b.image_spec,
-                       image_tokens=m["image_tokens"], eos_token_id=m["eos_token_id"],
+                       image_tokens=m["image_tokens"], eos=Eos(tuple(m["eos"]["ids"]), m["eos"]["source"]),
                        pad_token_id=m["pad_token_id"], model_id=Path(path).resolve().name,
                        max_positions=b.llm.config.max_position_embeddings, device=device, note=m.get("note"))
         if vision_backend not in (None, "torch"):
@@ -109,7 +110,7 @@ class Scorer:
         """A scorer over an already loaded AITQE checkpoint."""
         cfg = ck.config
         return cls(llm=ck.llm, vision=ck.vision, tokenizer=ck.tokenizer, image_spec=cfg.image,
-                   image_tokens=cfg.image_tokens, eos_token_id=cfg.eos_token_id,
+                   image_tokens=cfg.image_tokens, eos=cfg.eos,
                    pad_token_id=cfg.pad_token_id, model_id=cfg.root.resolve().name,
                    max_positions=cfg.llm.max_position_embeddings, device=device,
                    note=(cfg.raw.get("aitqe_edge_demo") or {}).get("note"))
@@ -155,22 +156,23 @@ class Scorer:
         start = time.perf_counter()
         rows = self.embed_prompts([r[1] for r in ready], [r[2] for r in ready])
         embed_s = time.perf_counter() - start
-        gen = greedy_generate(self.llm, self.tokenizer, rows, eos_token_id=self.eos_token_id,
+        gen = greedy_generate(self.llm, self.tokenizer, rows, eos_ids=self.eos.ids,
                               pad_token_id=self.pad_token_id, max_new_tokens=max_new_tokens,
                               output_all=output_all)
-        for (v, _, _, truncated), text, n in zip(ready, gen.texts, gen.new_tokens):
+        for (v, _, _, truncated), text, ids in zip(ready, gen.texts, gen.ids):
             parsed = to_dict(parse_output(text, output_all))
             v.overall_score, v.recaption = parsed["overall_score"], parsed["recaption"]
             v.overall_explanation, v.sub_scores = parsed["overall_explanation"], parsed["sub_scores"]
             v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, truncated
             v.timings = {"batch_size": len(ready), "embed_ms": round(1000 * embed_s, 2),
-                         "generate_ms": round(1000 * gen.seconds, 2), "new_tokens": n}
+                         "generate_ms": round(1000 * gen.seconds, 2), "new_tokens": len(ids)}
         return verdicts
 
     def score_many(self, pairs: list[Pair], *, batch_size: int, output_all: bool = False,
-                   desc: str | None = None, quiet: bool = False) -> list[Verdict]:
+                   max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, desc: str | None = None,
+                   quiet: bool = False) -> list[Verdict]:
         """score_batch over consecutive batches of `pairs`, with a progress bar on stderr."""
         out = []
         for i in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=quiet, file=sys.stderr, leave=False):
-            out += self.score_batch(pairs[i:i + batch_size], output_all=output_all)
+            out += self.score_batch(pairs[i:i + batch_size], output_all=output_all, max_new_tokens=max_new_tokens)
         return out

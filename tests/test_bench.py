@@ -45,8 +45,8 @@ def test_verdict_agreement_figures():
 def test_score_position_and_tokens():
     s = Scorer.from_pretrained(DEMO_MODEL, device="cpu")
     text = '{"Recaption": "big red circle top", "Overall Score": "7<Overall>", "Overall Explanation": "ok."}'
-    ids, at = answer_tokens(s.tokenizer, text, s.eos_token_id)
-    assert s.tokenizer.decode([ids[at]]).strip() == "7" and ids[-1] == s.eos_token_id
+    ids, at = answer_tokens(s.tokenizer, text, s.eos.ids)
+    assert s.tokenizer.decode([ids[at]]).strip() == "7" and ids[-1] == s.eos.ids[0]
     values = score_token_values(s.tokenizer)
     assert sorted(set(values.values())) == list(range(1, 10)) or sorted(set(values.values())) == list(range(1, 11))
 

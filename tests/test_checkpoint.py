@@ -1,9 +1,10 @@
-"""Checkpoint loading: every released storage form, strictness, config defaults, vision config."""
+"""Checkpoint loading: every released storage form, strictness, vision config."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from runtime.checkpoint import load_checkpoint
 from runtime.checkpoint_writer import FixtureSpec, random_checkpoint
-from runtime.config import WRAPPER_DEFAULTS, load_config
+from runtime.config import load_config
 from runtime.errors import InputError
 
 
@@ -111,23 +112,6 @@ def test_bin_files_are_never_unpickled_beyond_tensors(tiny_ckpt, tmp_path):
         load_checkpoint(root)
 
 
-def test_missing_config_fields_use_wrapper_defaults(tiny_ckpt, tmp_path):
-    root = copy_ckpt(tiny_ckpt, tmp_path / "defaults")
-    raw = json.loads((root / "config.json").read_text())
-    for key in ("rms_norm_eps", "rope_theta", "num_key_value_heads", "max_position_embeddings"):
-        raw.pop(key)
-    (root / "config.json").write_text(json.dumps(raw))
-    cfg = load_config(root)
-    assert cfg.llm.rms_norm_eps == WRAPPER_DEFAULTS["rms_norm_eps"]
-    assert cfg.llm.rope_parameters["rope_theta"] == WRAPPER_DEFAULTS["rope_theta"]
-    assert cfg.llm.max_position_embeddings == WRAPPER_DEFAULTS["max_position_embeddings"]
-    assert cfg.llm.num_key_value_heads == cfg.llm.num_attention_heads
-    raw.pop("hidden_size")
-    (root / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(InputError, match="missing hidden_size"):
-        load_config(root)
-
-
 def test_unreadable_vision_config_falls_back_to_so400m_and_checks_shapes(tiny_ckpt, tmp_path):
     root = copy_ckpt(tiny_ckpt, tmp_path / "hubid")
     raw = json.loads((root / "config.json").read_text())
@@ -158,3 +142,39 @@ def test_loading_holds_one_copy_of_the_weights(tmp_path, dtype):
     r = measure(root, dtype)
     assert r["weight_bytes"] > 150 * 2**20
     assert r["ratio"] < 1.5, r
+
+
+RELEASED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+                  "merges.txt", "special_tokens_map.json", "added_tokens.json")
+TEXTS = ["\nEvaluate the caption: Ein Café in Zürich — 東京の夜景 🌃 <|im_start|>x\nif score is low",
+         '{"Recaption": "a big red circle", "Overall Score": "10<Overall>", "Text Quality Score": 7}',
+         "  two cats\non a sofa...  "]
+
+
+@pytest.mark.parametrize("which", ["golden", "fixture", "demo"])
+def test_checkpoints_are_in_the_released_layout(tiny_ckpt, tmp_path, which):
+    """What the original code needs to load and run a checkpoint (transformers 4.41, slow tokenizer),
+    checked on the original's own saved checkpoint too, so the check itself is the original's layout."""
+    from transformers import AutoTokenizer, PretrainedConfig, Qwen2Tokenizer
+
+    from runtime.demo import DEMO_MODEL
+
+    root = {"golden": Path(__file__).parent / "data" / "faithfulness" / "checkpoint", "fixture": tiny_ckpt,
+            "demo": DEMO_MODEL}[which]
+    assert all((root / f).is_file() for f in RELEASED_FILES)
+    cfg = json.loads((root / "config.json").read_text())
+    assert {"bos_token_id", "eos_token_id", "pad_token_id", "sliding_window"} <= set(cfg)
+    assert json.loads((root / "generation_config.json").read_text())["eos_token_id"] == cfg["eos_token_id"]
+    assert json.loads((root / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2Tokenizer"
+    siglip = root / cfg["vision_model_name_or_path"]
+    assert "crop_size" in json.loads((siglip / "preprocessor_config.json").read_text())
+    assert json.loads((siglip / "config.json").read_text())["model_type"] == "siglip_vision_model"
+    slow_files = tmp_path / "slow"
+    slow_files.mkdir()
+    for f in RELEASED_FILES[3:]:
+        shutil.copy(root / f, slow_files / f)
+    slow = Qwen2Tokenizer.from_pretrained(slow_files)  # built from vocab.json + merges.txt alone
+    fast = AutoTokenizer.from_pretrained(root, config=PretrainedConfig())
+    assert len(slow) == len(fast)
+    for text in TEXTS:
+        assert slow(text, add_special_tokens=False).input_ids == fast(text, add_special_tokens=False).input_ids

@@ -21,13 +21,13 @@ from __future__ import annotations
 import torch
 
 from runtime.demo.world import COLOURS, SHAPES, SIZES, TEXTS, Example, Scene, mutation
-from runtime.prompt import PROMPT, encode_prompt
+from runtime.prompt import PROMPT, encode_prompt, separator_ids
 
 MAX_CLAIMS = 5  # up to 4 objects and the text
 # (layer, head, target column, the column is an image token) of the heads the routing loss steers
 ROUTES = ((1, 0, 2, True), (0, 1, 3, False), (0, 2, 4, False))
 SCORE_LAYER = 3  # its head 0, where the overall score is read, is steered to the false claims
-SCORE_PIECE = '", "Overall Score": "'  # the verdict token after which the overall score comes
+OVERALL_KEY = '"Overall Score": "'  # the overall score's digits follow this in a verdict text
 
 
 def scene_labels(scene: Scene) -> list[int]:
@@ -63,9 +63,10 @@ def claim_targets(e: Example, tokenizer) -> list[tuple[int, int, int, int, int]]
     The character after: at a phrase's last word the LM cannot yet tell "top" from "top left"."""
     start = PROMPT.index("{caption}")
     spans = encode_prompt(tokenizer, e.caption, offsets=True)["offset_mapping"]
+    before = len(separator_ids(tokenizer))  # the prompt's ids start with the separator's
 
     def token_at(char: int) -> int:
-        return next(i for i, (a, b) in enumerate(spans) if a <= start + char < b)
+        return before + next(i for i, (a, b) in enumerate(spans) if a <= start + char < b)
 
     out, at = [], 0
     for phrase, true, cell in claims(e):
@@ -135,9 +136,16 @@ class CaptionCheck(torch.nn.Module):
         return check, sum(routes) / (len(ROUTES) + 1) if routes else check.new_zeros(())
 
 
+def score_position(tokenizer, answer: str) -> int:
+    """Index of the answer token after which the overall score's first digit comes."""
+    digit = answer.index(OVERALL_KEY) + len(OVERALL_KEY)
+    spans = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return next(i for i, (a, b) in enumerate(spans) if a <= digit < b) - 1
+
+
 def check_tensor(examples: list[Example], tokenizer, score_at: list[int]) -> torch.Tensor:
     """`CaptionCheck` targets of a batch: `claim_targets` per claim and the text-token index of the
-    example's SCORE_PIECE (`score_at`), padded with -1."""
+    token that predicts the example's overall score (`score_at`, from `score_position`), padded with -1."""
     out = torch.full((len(examples), MAX_CLAIMS, 6), -1)
     for i, e in enumerate(examples):
         for j, target in enumerate(claim_targets(e, tokenizer)):

@@ -5,9 +5,9 @@ last layer, MLP projector, Qwen2-style LM, the same prompt with the image first)
 scratch with teacher forcing on the synthetic world of `runtime.demo.world`, and written in the
 released checkpoint layout. It is a demo: it judges synthetic shapes, not real images.
 
-Its tokenizer is a byte-level BPE trained on the world's texts, with the fixed pieces of the
-prompt and of the verdict object (its keys and punctuation, `<Overall>`) as whole tokens, so
-sequences stay short (9 image + ~20 prompt + ~60 answer tokens) and training fits a 2-core CPU.
+Its tokenizer is a byte-level BPE in Qwen2's form (its normalizer and split pattern, special
+tokens only) trained on the world's texts and the prompt, so the original AITQE code's slow
+tokenizer reads it too; a pair is 9 image + ~40 prompt + ~130 answer tokens.
 The 48-pixel image is cut into 16-pixel patches, one per cell of the world's 3x3 grid: with 8-pixel
 patches that straddle the cells, the tower took thousands of steps to tell shapes apart.
 
@@ -22,7 +22,6 @@ Reproducible from --seed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import time
@@ -33,30 +32,17 @@ from transformers import Qwen2Config, SiglipVisionConfig, SiglipVisionModel
 
 from runtime.checkpoint import AITQEModules, load_checkpoint
 from runtime.checkpoint_writer import aitqe_config, save_checkpoint, train_tokenizer
-from runtime.config import AITQEConfig
+from runtime.config import AITQEConfig, Eos
 from runtime.demo import DEMO_NOTE
-from runtime.demo.probes import SCORE_PIECE, CaptionCheck, SceneProbe, check_tensor, scene_labels
+from runtime.demo.probes import CaptionCheck, SceneProbe, check_tensor, scene_labels, score_position
 from runtime.demo.world import ASPECTS, IMAGE_SIZE, KINDS, corpus_texts, make_example, verdict_text
 from runtime.image import ImageSpec, preprocess
 from runtime.prompt import PROMPT, prompt_ids
 
-MARK = "\x00"
-
-
-def fixed_pieces() -> list[str]:
-    """The literal parts of the prompt and of a verdict object, between the variable values."""
-    verdict = {"Recaption": MARK, "Overall Score": MARK, "Overall Explanation": MARK}
-    for name in ASPECTS:
-        verdict[f"{name} Score"] = 0
-        verdict[f"{name} Explanation"] = MARK
-    text = json.dumps(verdict).replace("\\u0000", MARK).replace(": 0,", f": {MARK},")
-    return [p for p in text.split(MARK) if p] + ["<Overall>"] + [p for p in PROMPT.split("{caption}")]
-
-
 def demo_tokenizer(seed: int, vocab_size: int):
-    tok = train_tokenizer(list(corpus_texts(seed, 20_000)), vocab_size)
-    tok.add_tokens(fixed_pieces())
-    return tok
+    """A Qwen2-form BPE trained on the world's captions and verdicts and on the prompt's text."""
+    texts = list(corpus_texts(seed, 20_000)) + [PROMPT.format_map({"caption": ""})] * 2_000
+    return train_tokenizer(texts, vocab_size)
 
 
 def configs(vocab: int) -> tuple[Qwen2Config, SiglipVisionConfig]:
@@ -82,13 +68,13 @@ def make_batch(seed: int, start: int, n: int, tok, spec: ImageSpec, eos: int,
     caption-check targets."""
     exs = [make_example(seed, start + i, spec.size, pick_kind(seed, start + i, kind_weights)) for i in range(n)]
     rows, labels, score_at = [], [], []
-    score_piece = tok.convert_tokens_to_ids(SCORE_PIECE)
     for e in exs:
         prompt = prompt_ids(tok, e.caption, 10_000).ids
-        answer = tok(verdict_text(e.verdict), add_special_tokens=False)["input_ids"] + [eos]
+        text = verdict_text(e.verdict)
+        answer = tok(text, add_special_tokens=False)["input_ids"] + [eos]
         rows.append(prompt + answer)
         labels.append([-100] * len(prompt) + answer)
-        score_at.append(len(prompt) + answer.index(score_piece))
+        score_at.append(len(prompt) + score_position(tok, text))
     width = max(map(len, rows))
     ids = torch.full((n, width), eos)
     lab = torch.full((n, width), -100)
@@ -164,7 +150,7 @@ def start_from(init: Path | None, seed: int, vocab: int):
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     llm_cfg, vision_cfg = configs(-(-len(tok) // 64) * 64)
     cfg = AITQEConfig(root=Path("."), raw={}, llm=llm_cfg, vision=vision_cfg, image=ImageSpec(size=vision_cfg.image_size),
-                      vision_config_source="", image_tokens=(vision_cfg.image_size // vision_cfg.patch_size) ** 2, eos_token_id=eos, pad_token_id=eos)
+                      vision_config_source="", image_tokens=(vision_cfg.image_size // vision_cfg.patch_size) ** 2, eos=Eos((eos,), ""), pad_token_id=eos)
     modules = AITQEModules(cfg)
     torch.nn.init.normal_(modules.image_newline, std=0.02)
     return modules, tok, vision_cfg
@@ -236,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--vocab", type=int, default=768, help="BPE vocabulary before the fixed pieces")
+    p.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary size (special tokens come on top)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--init", help="continue training this checkpoint (its weights and tokenizer)")
