@@ -3,12 +3,14 @@
     python -m bench --reference SRC --candidates BUNDLE [BUNDLE ...] [--pairs demo:200 | PAIRS.jsonl] --output DIR
     python -m bench --synthetic full|reduced|tiny [--methods bf16,bnb-int8,bnb-nf4,gptq-int4] --output DIR
 
-With real models: the reference (a 16-bit checkpoint or bf16/fp16 bundle) and then each candidate
-score the same pairs (accuracy, `bench.accuracy`), then each variant's cost is measured in a process
-of its own (`bench.cost`). With --synthetic, random-weight variants of a published shape give the
-cost columns only. The machine's copy bandwidth and matmul throughput are measured in the same run.
-Writes DIR/report.md, DIR/results.json (rewritten after every step, so an interrupted run keeps what
-it measured) and PNG plots, and prints the summary table last.
+With real models, on the evaluation pairs (`bench.eval.pairs`; a candidate calibrated on any of them
+is refused): the reference (a 16-bit checkpoint or bf16/fp16 bundle) and each candidate write whole
+verdicts (accuracy, `bench.eval`), then each variant's cost is measured in a process of its own
+(`bench.cost`, which times `Scorer.score_batch`, the path `python -m runtime.score` runs). With
+--synthetic, random-weight bundles of a published shape give the cost columns only. The machine's
+copy bandwidth and matmul throughput are measured in the same run. Writes DIR/report.md,
+DIR/results.json (rewritten after every step, so an interrupted run keeps what it measured) and PNG
+plots, and prints the summary table last.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import gc
 import json
 import os
 import platform
-import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -30,14 +32,18 @@ from tqdm import tqdm
 
 try:
     from bench import ceilings, report
-    from bench.accuracy import teacher_forced, verdict_agreement
-    from bench.cost import CAPS_GIB
+    from bench.eval.metrics import verdict_agreement
+    from bench.eval.pairs import calibration_overlap, evaluation_pairs
+    from bench.eval.teacher_forced import layer_snr, prompt_rows, teacher_forced
 except ImportError as e:  # scipy, rouge-score, matplotlib
     sys.exit(f"error: python -m bench needs {e.name}; install it with: pip install -e '.[bench]'")
+from bench.cost import CAPS_GIB
 from quantize.bundle import bundle_bytes, versions
 from runtime.errors import InputError
-from runtime.generate import cut_at_mark
+from runtime.formats.manifest import is_bundle, read_manifest
+from runtime.model.config import load_config
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Scorer
+
 
 def environment(device: str) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -50,39 +56,23 @@ def environment(device: str) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def load_pairs(spec: str, limit: int | None, size: int):
-    """`demo:N` (held-out demo-world pairs, seed 1000, rendered at `size`) or a pairs JSONL file."""
-    if spec.startswith("demo:"):
-        from runtime.demo.evaluate import held_out_pairs
-
-        try:
-            n = int(spec.removeprefix("demo:"))
-        except ValueError:
-            raise InputError(f"--pairs {spec}: write demo:N, e.g. demo:200") from None
-        return held_out_pairs(n, 1000, size), "demo world, held-out seed 1000 (the demo model trained on seed 0)"
-    from calibration.build import file_pairs
-
-    if not Path(spec).is_file():
-        raise InputError(f"--pairs {spec}: no such file; give a pairs JSONL (id, image, caption) or demo:N")
-    return file_pairs(spec, limit or 10**9, 0), spec
-
-
 def describe(path: Path) -> dict:
-    """Name, method, bits per backbone weight and disk bytes of a checkpoint or bundle folder."""
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        return {"name": path.name, "path": str(path), "method": m["backbone"]["method"],
-                "bits_per_weight": m["backbone"].get("bits_per_weight"), "disk_bytes": bundle_bytes(path)}
+    """Name, method, bits per backbone weight, disk bytes and image size of a checkpoint or bundle folder."""
+    if is_bundle(path):
+        m = read_manifest(path)
+        return {"name": path.name, "path": str(path), "method": m.backbone.method,
+                "bits_per_weight": m.backbone.bits_per_weight, "disk_bytes": bundle_bytes(path),
+                "image_size": m.image.size, "calibration": None if m.calibration is None else m.calibration.source}
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not an AITQE checkpoint or bundle (no config.json or manifest.json)")
     return {"name": path.name, "path": str(path), "method": "checkpoint", "bits_per_weight": 16.0,
-            "disk_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
+            "disk_bytes": bundle_bytes(path), "image_size": load_config(path).image.size}
 
 
-def run_cost(args, variant: dict, extra: list[str]) -> None:
-    cmd = [sys.executable, "-m", "bench.cost", "--device", args.device, "--batch-sizes", args.batch_sizes,
-           "--repeats", str(args.repeats), *extra]
+def run_cost(args, variant: dict, pairs_file: Path, max_new_tokens: int) -> None:
+    cmd = [sys.executable, "-m", "bench.cost", "--model", variant["path"], "--pairs", str(pairs_file),
+           "--device", args.device, "--batch-sizes", args.batch_sizes, "--repeats", str(args.repeats),
+           "--max-new-tokens", str(max_new_tokens)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode == 0:
         variant["cost"] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -92,16 +82,12 @@ def run_cost(args, variant: dict, extra: list[str]) -> None:
         print(f"  {variant['name']}: cost failed: {variant['cost_error']}", file=sys.stderr)
 
 
-def accuracy(args, r: dict, out: Path) -> tuple[int, int]:
-    """Accuracy of every candidate against the reference; returns the workload's (prompt, new) tokens."""
+def accuracy(args, r: dict, pairs, out: Path) -> None:
+    """Accuracy of every candidate against the reference, on the evaluation pairs."""
     ref = Scorer.from_pretrained(args.reference, device=args.device, dtype=args.reference_dtype)
-    pairs, source = load_pairs(args.pairs, args.limit, ref.image_spec.size)
-    r["pairs"] = {"source": source, "count": len(pairs)}
     ref_verdicts = ref.score_many(pairs, batch_size=args.batch_size, output_all=True, desc="reference")
     r["variants"][0]["accuracy"] = verdict_agreement(ref_verdicts, ref_verdicts, args.enhance_below)
-    prompts = [len(ref.prepare(p, DEFAULT_MAX_NEW_TOKENS)[1]) for p, v in zip(pairs, ref_verdicts) if v.error is None]
-    answers = [len(ref.tokenizer(cut_at_mark(v.raw_text), add_special_tokens=False)["input_ids"])
-               for v in ref_verdicts if v.raw_text]
+    snr_rows = prompt_rows(ref, pairs[:args.snr_pairs])
     for v in r["variants"][1:]:
         cand = None
         try:
@@ -110,38 +96,67 @@ def accuracy(args, r: dict, out: Path) -> tuple[int, int]:
             v["accuracy"] = verdict_agreement(ref_verdicts, verdicts, args.enhance_below)
             v["teacher_forced"] = teacher_forced(ref, cand, pairs, ref_verdicts, max(1, args.batch_size // 2),
                                                  f"{v['name']} teacher-forced")
+            v["layer_snr_db"] = layer_snr(ref.llm, cand.llm, snr_rows)
         except Exception as e:  # one broken candidate must not end a long benchmark: record it, go on
             v["accuracy_error"] = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
         del cand
         gc.collect()
         report.write(r, out, CAPS_GIB, plots=False)
-    return int(statistics.median(prompts or [42])), max(2, int(statistics.median(answers or [64])))
 
 
-def variants(args) -> list[dict]:
-    """The variants to measure, checked before anything runs: the reference first."""
-    if args.synthetic:
-        from bench.synthetic import METHODS
-
-        methods = args.methods.split(",")
-        unknown = sorted(set(methods) - set(METHODS))
-        if unknown:
-            raise InputError(f"--methods: unknown {', '.join(unknown)}; use some of {', '.join(METHODS)}")
-        return [{"name": f"{m} ({args.synthetic}, random)", "method": m, "synthetic": args.synthetic} for m in methods]
+def model_variants(args, out: Path) -> tuple[list[dict], Path, list, str]:
+    """The reference first, then the candidates, and the evaluation pairs; checked before anything runs."""
     ref = dict(describe(Path(args.reference)), role="reference")
     if ref["method"] not in ("checkpoint", "bf16", "fp16"):
         raise InputError(f"--reference {args.reference}: a {ref['method']} bundle; the reference must be 16-bit "
                          "(a checkpoint or a bf16/fp16 bundle)")
-    return [ref] + [dict(describe(Path(c)), role="candidate") for c in args.candidates]
+    cands = [dict(describe(Path(c)), role="candidate") for c in args.candidates]
+    pairs_file, source, pairs = evaluation_pairs(args.pairs, args.limit, ref["image_size"], out)
+    for c in cands:
+        seen = calibration_overlap(read_manifest(c["path"]) if is_bundle(c["path"]) else None, pairs)
+        if seen:
+            raise InputError(f"--candidates {c['path']}: calibrated on {len(seen)} of the evaluation pairs (e.g. "
+                             f"{seen[0]!r}); evaluate it on pairs it was not calibrated on")
+    return [ref, *cands], pairs_file, pairs, source
+
+
+def synthetic_variants(args, r: dict, out: Path, work: Path) -> None:
+    """Build, measure and delete each method's random-weight bundle in turn."""
+    from bench.synthetic import NEW_TOKENS, SHAPES, synthetic_bundle, synthetic_checkpoint
+    from runtime.formats import METHODS
+
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise InputError(f"--methods: unknown {', '.join(unknown)}; use some of {', '.join(METHODS)}")
+    print(f"writing a random {args.synthetic} checkpoint", file=sys.stderr)
+    checkpoint = synthetic_checkpoint(args.synthetic, work / "checkpoint", args.device)
+    pairs_file, source, _ = evaluation_pairs(f"demo:{max(map(int, args.batch_sizes.split(',')))}", None,
+                                             SHAPES[args.synthetic].image_size, out)
+    r["pairs"] = {"source": source, "count": None}
+    r["variants"] = [{"name": f"{m} ({args.synthetic}, random)", "method": m, "synthetic": args.synthetic}
+                     for m in methods]
+    for v in tqdm(r["variants"], desc="synthetic bundles (build, cost, delete)", file=sys.stderr):
+        bundle = work / v["method"]
+        try:
+            manifest = synthetic_bundle(checkpoint, v["method"], bundle, args.device)
+            v.update(path=str(bundle), bits_per_weight=manifest.backbone.bits_per_weight,
+                     disk_bytes=bundle_bytes(bundle))
+            run_cost(args, v, pairs_file, NEW_TOKENS[args.synthetic])
+        except (InputError, ImportError, ValueError) as e:
+            v["cost_error"] = str(e)
+        shutil.rmtree(bundle, ignore_errors=True)
+        report.write(r, out, CAPS_GIB, plots=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--reference", help="16-bit AITQE checkpoint or bf16/fp16 bundle")
     p.add_argument("--candidates", nargs="+", default=[], help="bundles from python -m quantize")
-    p.add_argument("--pairs", default="demo:200", help="pairs JSONL (id, image, caption) or demo:N (default demo:200)")
+    p.add_argument("--pairs", default="demo:200", help="pairs JSONL (id, image, caption) or demo:N (default demo:200); "
+                                                       "only its evaluation split is used")
     p.add_argument("--limit", type=int, help="use at most this many pairs of a JSONL file")
-    p.add_argument("--synthetic", choices=["full", "reduced", "tiny"], help="random-weight shapes, cost only")
+    p.add_argument("--synthetic", choices=["full", "reduced", "tiny"], help="random-weight bundles, cost only")
     p.add_argument("--methods", default="bf16,bnb-int8,bnb-nf4,gptq-int4", help="with --synthetic")
     p.add_argument("--output", required=True, help="folder for report.md, results.json and plots")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
@@ -150,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="batch size of the accuracy runs")
     p.add_argument("--batch-sizes", help="batch sizes of the cost runs (default 1,4,16 on CPU, 1,8,32,64 on CUDA)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each cost measurement")
+    p.add_argument("--snr-pairs", type=int, default=16, help="pairs whose hidden states give the layer SNR")
     p.add_argument("--enhance-below", type=int, default=6, help="replace the caption when the overall score is below this")
+    p.add_argument("--no-cost", action="store_true", help="accuracy only (real models)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     args.batch_sizes = args.batch_sizes or ("1,8,32,64" if args.device == "cuda" else "1,4,16")
@@ -160,27 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     if not args.synthetic and not (args.reference and args.candidates):
         p.error("give --reference and --candidates, or --synthetic")
     start = time.time()
-    r = {"command": ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])],
-         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": args.device,
-         "mode": "synthetic" if args.synthetic else "models", "synthetic": args.synthetic,
-         "reference": args.reference, "enhance_threshold": args.enhance_below, "environment": environment(args.device)}
+    r = {
+        "command": ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])],
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": args.device,
+        "mode": "synthetic" if args.synthetic else "models", "synthetic": args.synthetic,
+        "reference": args.reference, "enhance_threshold": args.enhance_below, "environment": environment(args.device),
+        "workload": {"batch_sizes": args.batch_sizes, "repeats": args.repeats}}
     try:
-        r["variants"] = variants(args)
-        print("measuring the machine's copy bandwidth and matmul throughput", file=sys.stderr)
-        r["ceilings"] = ceilings.measure(args.device)
-        if not args.synthetic:
-            workload = accuracy(args, r, out)
-        for v in tqdm(r["variants"], desc="cost (one process per variant)", file=sys.stderr):
-            if args.synthetic:
-                run_cost(args, v, ["--synthetic", args.synthetic, "--method", v["method"]])
-            else:
-                run_cost(args, v, ["--model", v["path"], "--text-tokens", str(workload[0]),
-                                   "--new-tokens", str(workload[1])])
-            report.write(r, out, CAPS_GIB, plots=False)
-        first = next((v["cost"] for v in r["variants"] if v.get("cost")), {})
-        r["workload"] = {"image_tokens": first.get("image_tokens", "?"), "text_tokens": first.get("text_tokens", "?"),
-                         "new_tokens": first.get("new_tokens", "?"), "batch_sizes": args.batch_sizes,
-                         "repeats": args.repeats}
+        if args.synthetic:
+            r["ceilings"] = ceilings.measure(args.device)
+            work = out / "synthetic-work"
+            try:
+                synthetic_variants(args, r, out, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        else:
+            r["variants"], pairs_file, pairs, source = model_variants(args, out)
+            r["pairs"] = {"source": source, "count": len(pairs), "file": str(pairs_file)}
+            accuracy(args, r, pairs, out)
+            if not args.no_cost:
+                print("measuring the machine's copy bandwidth and matmul throughput", file=sys.stderr)
+                r["ceilings"] = ceilings.measure(args.device)
+                for v in tqdm(r["variants"], desc="cost (one process per variant)", file=sys.stderr):
+                    run_cost(args, v, pairs_file, DEFAULT_MAX_NEW_TOKENS)
+                    report.write(r, out, CAPS_GIB, plots=False)
         r["wall_s"] = time.time() - start
         files = report.write(r, out, CAPS_GIB, plots=not args.no_plots)
     except InputError as e:

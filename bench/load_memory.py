@@ -27,7 +27,7 @@ SIZES = {  # FixtureSpec overrides
 
 CHILD = """
 import json, sys, torch
-from runtime.checkpoint import DTYPES, load_checkpoint
+from runtime.model.checkpoint import DTYPES, load_checkpoint
 
 def status(key):  # VmRSS / VmHWM of this process; unlike ru_maxrss, VmHWM is not inherited
     line = next(l for l in open("/proc/self/status") if l.startswith(key))
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else None
         if model is None:
-            from runtime.checkpoint_writer import FixtureSpec, random_checkpoint
+            from bench.synthetic.checkpoints import FixtureSpec, random_checkpoint
 
             model = random_checkpoint(Path(tmp) / "ck", FixtureSpec(**SIZES[args.size]),
                                       shard_bytes=args.shard_mb * 2**20 or None)

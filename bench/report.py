@@ -59,24 +59,16 @@ def fit_cells(v: dict, caps: tuple[int, ...], measured: bool) -> list[str]:
     return cells
 
 
-def bits_per_weight(v: dict) -> float | None:
-    """From the bundle's manifest, or for synthetic variants from the resident bytes of the backbone."""
-    cost = v.get("cost") or {}
-    params = (cost.get("variant") or {}).get("params")
-    return v.get("bits_per_weight") or (8 * cost["weight_bytes"] / params if params and "weight_bytes" in cost else None)
-
-
 def main_table(r: dict) -> list[str]:
     accuracy = r["mode"] != "synthetic"
-    head = ["variant", "method"] + (["bits/weight", "disk MiB"] if accuracy else ["resident bits/weight", "weights MiB"])
+    head = ["variant", "method", "bits/weight", "disk MiB"]
     head += ["overall agreement", "within 1", "KL mean", "top-1"] if accuracy else []
     head += ["ms/pair b1", "pairs/s (best batch)", "peak GiB b1"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in r["variants"]:
         a, t, c = v.get("accuracy") or {}, v.get("teacher_forced") or {}, v.get("cost") or {}
         one = (c.get("batches") or {}).get("1", {})
-        size = v.get("disk_bytes") if accuracy else c.get("weight_bytes")
-        cells = [v["name"], v["method"], num(bits_per_weight(v), 2), num((size or math.nan) / MIB, 1)]
+        cells = [v["name"], v["method"], num(v.get("bits_per_weight"), 2), num((v.get("disk_bytes") or math.nan) / MIB, 1)]
         if accuracy:
             cells += [pct(a.get("overall_agreement")), pct(a.get("overall_within_1")), sig(t.get("kl_mean")),
                       pct(t.get("top1_agreement"))]
@@ -89,23 +81,25 @@ def main_table(r: dict) -> list[str]:
 
 def accuracy_table(r: dict) -> list[str]:
     rows = ["| variant | agreement | within 1 | MAD | Spearman | Kendall | E[score] MAD | KL mean | KL p99 | top-1 | "
-            "sub-scores | recaption F1 | ROUGE-L | JSON valid | enhance decision |", "|" + "---|" * 15]
+            "min layer SNR dB | sub-scores | recaption F1 | ROUGE-L | JSON valid | enhance decision |", "|" + "---|" * 16]
     for v in r["variants"]:
         a, t = v.get("accuracy"), v.get("teacher_forced") or {}
         if not a:
             continue
+        snr = min(v["layer_snr_db"]) if v.get("layer_snr_db") else None
         rows.append(f"| {v['name']} | {pct(a['overall_agreement'])} | {pct(a['overall_within_1'])} | "
                     f"{num(a['overall_mad'])} | {num(a['spearman'])} | {num(a['kendall'])} | "
                     f"{num(t.get('expected_score_mad'))} | {sig(t.get('kl_mean'))} | {sig(t.get('kl_p99'))} | "
-                    f"{pct(t.get('top1_agreement'))} | {pct(a['sub_score_agreement_mean'])} | {num(a['recaption_f1'])} | "
-                    f"{num(a['recaption_rouge_l'])} | {pct(a['json_valid'])} | {pct(a['enhance_agreement'])} |")
+                    f"{pct(t.get('top1_agreement'))} | {num(snr, 1)} | {pct(a['sub_score_agreement_mean'])} | "
+                    f"{num(a['recaption_f1'])} | {num(a['recaption_rouge_l'])} | {pct(a['json_valid'])} | "
+                    f"{pct(a['enhance_agreement'])} |")
     return rows
 
 
 def cost_table(r: dict) -> list[str]:
     gpu = r["device"].startswith("cuda")
-    rows = ["| variant | compute | load s | vision ms/image b1 | vision ms/image best | prefill ms | decode ms/token | "
-            "ms/pair b1 | pairs/s (best batch) | peak GiB b1 | peak GiB best | decode GB/s | prefill TFLOP/s |",
+    rows = ["| variant | compute | load s | encode ms b1 | prefill ms b1 | decode ms/step b1 | ms/pair b1 | "
+            "pairs/s (best batch) | new tokens/pair | peak GiB b1 | peak GiB best | decode GB/s | prefill TFLOP/s |",
             "|" + "---|" * 13]
     ceil = r["ceilings"]
     for v in r["variants"]:
@@ -114,20 +108,21 @@ def cost_table(r: dict) -> list[str]:
             rows.append(f"| {v['name']} | failed: {v.get('cost_error', '?')} |" + " |" * 11)
             continue
         one, best = c["batches"]["1"], c["batches"][str(c["best_batch"])]
-        gbs = c["decode_read_bytes"] / (med(c["decode_ms_per_token"]) / 1000) / 1e9
-        tokens = c["image_tokens"] + c["text_tokens"]
+        gbs = c["decode_read_bytes"] / (med(c["decode_ms_per_step"]) / 1000) / 1e9
+        tokens = c["image_tokens"] + c["prompt_tokens_mean"]
         tflops = c["linear_flops_per_token"] * tokens / (med(c["prefill_ms"]) / 1000) / 1e12
-        rows.append(f"| {v['name']} | {c['compute_dtype']} | {c['load_s']:.1f} | {timing(c['vision_ms_per_image_b1'])} | "
-                    f"{timing(c['vision_ms_per_image_best'])} | {timing(c['prefill_ms'])} | "
-                    f"{timing(c['decode_ms_per_token'], 2)} | {timing(one['ms_per_pair'])} | "
-                    f"{timing(c['pairs_per_s_best'], 2)} (b{c['best_batch']}) | {one['peak_bytes'] / GIB:.2f} | "
-                    f"{best['peak_bytes'] / GIB:.2f} | {gbs:.3g} ({gbs / ceil['copy_gb_per_s']:.0%}) | "
-                    f"{tflops:.3g} ({tflops / ceil['matmul_tflop_per_s']:.0%}) |")
+        rows.append(f"| {v['name']} | {c['compute_dtype']} | {c['load_s']:.1f} | {timing(c['encode_ms_b1'])} | "
+                    f"{timing(c['prefill_ms'])} | {timing(c['decode_ms_per_step'], 2)} | {timing(one['ms_per_pair'])} | "
+                    f"{timing(c['pairs_per_s_best'], 2)} (b{c['best_batch']}) | {one['new_tokens_mean']:.1f} | "
+                    f"{one['peak_bytes'] / GIB:.2f} | {best['peak_bytes'] / GIB:.2f} | "
+                    f"{gbs:.3g} ({gbs / ceil['copy_gb_per_s']:.0%}) | {tflops:.3g} ({tflops / ceil['matmul_tflop_per_s']:.0%}) |")
     rows.append("")
     rows.append(f"Ceilings measured in this run: copy {ceil['copy_gb_per_s']:.1f} GB/s (read + write), "
                 f"{ceil['matmul_dtype']} matmul {ceil['matmul_tflop_per_s']:.3g} TFLOP/s (n={ceil['matmul_n']}). "
-                "Decode GB/s = backbone bytes read per step (all weights but the input embedding table) / decode "
-                "time per token at batch 1; prefill TFLOP/s counts the decoder's linear layers only."
+                "encode = vision tower + prompt embeddings; prefill = the prompt's forward pass up to the first new "
+                "token; decode ms/step = the rest of decoding / (steps - 1). Decode GB/s = backbone bytes read per "
+                "step (all weights but the input embedding table) / decode ms per step at batch 1; prefill TFLOP/s "
+                "counts the decoder's linear layers only."
                 + ("" if gpu else " On a CPU these say how far the run is from the machine, not from a GPU."))
     return rows
 
@@ -150,20 +145,25 @@ def fit_table(r: dict, caps: tuple[int, ...]) -> list[str]:
 
 def write_markdown(r: dict, path: Path, caps: tuple[int, ...]) -> None:
     env = r["environment"]
-    w = r.get("workload") or {"image_tokens": "?", "text_tokens": "?", "new_tokens": "?", "batch_sizes": "?",
-                              "repeats": "?"}
+    w = r.get("workload") or {"batch_sizes": "?", "repeats": "?"}
+    first = next((v["cost"] for v in r["variants"] if v.get("cost")), None)
     lines = [f"# aitqe-edge benchmark ({r['started']})", ""]
     if r["mode"] == "synthetic":
-        lines += [f"Synthetic `{r['synthetic']}` shapes with **random weights**: cost columns only. Accuracy columns "
-                  "are absent because random weights have no judgement to keep; run with `--reference` and "
-                  "`--candidates` on real checkpoints for accuracy.", ""]
+        lines += [f"Synthetic `{r['synthetic']}` shapes with **random weights**: each variant a real bundle of random "
+                  "weights, cost columns only. Accuracy columns are absent because random weights have no judgement "
+                  "to keep; run with `--reference` and `--candidates` on real checkpoints for accuracy. Pairs: "
+                  f"{r['pairs']['source']}.", ""]
     else:
         lines += [f"Reference: `{r['reference']}`. Pairs: {r['pairs']['source']} ({r['pairs']['count']} pairs).", ""]
     lines += [f"Machine: {env['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
-              f"Workload for the cost columns: 1 image ({w['image_tokens']} tokens) + {w['text_tokens']} prompt tokens, "
-              f"then {w['new_tokens']} greedy tokens with the KV cache; batch sizes {w['batch_sizes']}; "
-              f"{w['repeats']} timed repeats after a warm-up, shown as median (min-max): the spread within this run; "
-              "separate runs on a shared machine can differ more, so compare variants within one run.", "",
+              "Cost columns: `Scorer.score_batch`, the path `python -m runtime.score` runs, on the first B of these "
+              "pairs read from their files"
+              + (f" (1 image = {first['image_tokens']} tokens, {first['prompt_tokens_mean']:.0f} prompt tokens on "
+                 f"average), {'whole verdicts' if first['output_all'] else 'stopping at <Overall>'}, at most "
+                 f"{first['max_new_tokens']} new tokens" if first else "")
+              + f"; batch sizes B {w['batch_sizes']}; {w['repeats']} timed repeats after a warm-up, shown as median "
+              "(min-max): the spread within this run; separate runs on a shared machine can differ more, so compare "
+              "variants within one run.", "",
               "## Summary", "", *main_table(r), ""]
     if r["mode"] != "synthetic":
         tokens = next((v["teacher_forced"]["tokens"] for v in r["variants"] if v.get("teacher_forced")), "?")
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args[0])
     r = json.loads((out / "results.json").read_text())
-    print(", ".join(write(r, out, CAPS_GIB, plots="ceilings" in r and "workload" in r)))
+    print(", ".join(write(r, out, CAPS_GIB, plots=any(v.get("cost") for v in r["variants"]))))
     return 0
 
 

@@ -12,8 +12,8 @@ import argparse
 import sys
 import time
 
-from calibration.build import build, demo_world_pairs, file_pairs, save
-from runtime.checkpoint import fingerprint
+from calibration.build import build, calibration_pairs, save
+from runtime.model.checkpoint import fingerprint
 from runtime.errors import InputError
 from runtime.scorer import Scorer
 
@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="AITQE checkpoint folder (16-bit)")
     p.add_argument("--output", required=True, help="calibration file to write (.safetensors)")
-    p.add_argument("--pairs", help="pairs JSONL (id, image, caption); default: the demo world")
+    p.add_argument("--pairs", help="pairs JSONL (id, image, caption); default: the demo world. Only its calibration "
+                                   "pairs are used (calibration.split), never those bench evaluates on")
     p.add_argument("--samples", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--with-answers", action="store_true", help="append the model's own full answer to each prompt")
@@ -35,10 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = time.perf_counter()
         scorer = Scorer.from_pretrained(args.model, device=args.device)
-        if args.pairs:
-            pairs, source = file_pairs(args.pairs, args.samples, args.seed), f"pairs:{args.pairs}"
-        else:
-            pairs, source = demo_world_pairs(args.samples, args.seed), f"demo-world:seed={args.seed}"
+        pairs, source = calibration_pairs(args.pairs, args.samples, args.seed)
         cs = build(scorer, pairs, with_answers=args.with_answers, text_only=args.text_only,
                    batch_size=args.batch_size, source=source, seed=args.seed,
                    model_fingerprint=fingerprint(args.model))

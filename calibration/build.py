@@ -8,24 +8,25 @@ token ids too; token embeddings are looked up from the backbone being quantized.
 
 Sources: a pairs JSONL (`id`, `image`, `caption`, as for `runtime.score`) or the built-in demo
 world (`runtime.demo.world`), which works with any AITQE checkpoint since its images go through
-that checkpoint's own preprocessing.
+that checkpoint's own preprocessing. Only calibration pairs are drawn (`calibration.split`), and the
+set's provenance keeps their ids: a bundle's manifest records them.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from calibration.split import RULE, demo_pairs, file_pairs
 from runtime.errors import InputError
-from runtime.pairs import read_pairs
+from runtime.formats.manifest import Calibration
 from runtime.scorer import Pair, Scorer
 
-FORMAT = "aitqe-edge-calibration/1"
+FORMAT = "aitqe-edge-calibration/2"  # 2: the ids of the pairs used
 
 
 @dataclass
@@ -37,6 +38,13 @@ class CalibrationSet:
     def __len__(self) -> int:
         return len(self.token_ids)
 
+    def record(self) -> Calibration:
+        """What a bundle's manifest keeps of this set."""
+        p = self.provenance
+        return Calibration(source=p["source"], count=p["count"], pair_ids=tuple(p["pair_ids"]), seed=p["seed"],
+                           text_only=p["text_only"], with_answers=p["with_answers"],
+                           model_fingerprint=p["model_fingerprint"], split=p["split"])
+
     def sequences(self, embed: torch.nn.Embedding) -> list[torch.Tensor]:
         """Backbone inputs [L, H] per sample: image embeddings, then token embeddings."""
         out = []
@@ -47,50 +55,43 @@ class CalibrationSet:
         return out
 
 
-def demo_world_pairs(n: int, seed: int) -> list[Pair]:
-    from runtime.demo.world import make_example
-
-    return [Pair(e.image, e.caption, f"demo-{seed}-{i}") for i, e in
-            ((i, make_example(seed, i)) for i in range(n))]
-
-
-def file_pairs(path: str | Path, n: int, seed: int) -> list[Pair]:
-    """`n` usable pairs of a pairs file, sampled with `seed` (bad lines are skipped)."""
-    rows = [r for r in read_pairs(path) if r.error is None]
-    if not rows:
-        raise InputError(f"{path}: no usable pairs; each line needs id, image, caption")
-    random.Random(seed).shuffle(rows)
-    return [Pair(r.image, r.caption, r.id) for r in rows[:n]]
+def calibration_pairs(pairs_file: str | Path | None, n: int, seed: int) -> tuple[list[Pair], str]:
+    """`n` calibration pairs (calibration.split) of a pairs file, sampled with `seed`, or of demo world
+    `seed` without one; and a description of the source."""
+    if pairs_file:
+        return file_pairs(pairs_file, n, "calibration", seed), f"pairs:{Path(pairs_file).resolve()}"
+    return demo_pairs(n, seed, "calibration"), f"demo-world:seed={seed}"
 
 
 def build(scorer: Scorer, pairs: list[Pair], *, with_answers: bool = False, text_only: bool = False,
           max_new_tokens: int = 384, batch_size: int = 8, source: str = "", seed: int = 0,
           model_fingerprint: str = "") -> CalibrationSet:
     """Run pairs through the model's own preprocessing (and, with answers, its own generation)."""
-    images, ids, skipped = [], [], []
+    images, ids, used, skipped = [], [], [], []
     for start in range(0, len(pairs), batch_size):
         batch, ready = pairs[start:start + batch_size], []
         for p in batch:
             try:
-                image, prompt, _ = scorer.prepare(p, max_new_tokens)
+                ready.append((p, scorer.prepare(p, max_new_tokens)))
             except InputError as e:
                 skipped.append(f"{p.id}: {e}")
-                continue
-            ready.append((p, image, prompt))
         if not ready:
             continue
-        answers = [[] for _ in ready]
-        if with_answers:
-            verdicts = scorer.score_batch([r[0] for r in ready], output_all=True, max_new_tokens=max_new_tokens)
-            answers = [scorer.tokenizer(v.raw_text or "", add_special_tokens=False,
-                                        split_special_tokens=True)["input_ids"] for v in verdicts]
-        embeds = [None] * len(ready) if text_only else scorer.image_embeddings([r[1] for r in ready])
-        for (p, _, prompt), img, ans in zip(ready, embeds, answers):
+        rows = scorer.encode([r for _, r in ready]) if with_answers else None
+        answers = (scorer.decode(rows, output_all=True, max_new_tokens=max_new_tokens).ids if rows
+                   else [[] for _ in ready])
+        if text_only:
+            embeds = [None] * len(ready)
+        else:
+            embeds = ([r[:scorer.image_tokens] for r in rows] if rows else
+                      scorer.image_embeddings(torch.stack([r.pixels for _, r in ready])))
+        for (p, prepared), img, ans in zip(ready, embeds, answers):
             images.append(None if img is None else img.detach().to("cpu", torch.bfloat16))
-            ids.append(prompt + ans)
+            ids.append(prepared.ids + [t for t in ans if t not in scorer.eos.ids])
+            used.append(str(p.id))
     if not ids:
         raise InputError("no usable calibration pairs (all images or captions were rejected)")
-    prov = {"format": FORMAT, "source": source, "count": len(ids), "seed": seed,
+    prov = {"format": FORMAT, "source": source, "count": len(ids), "seed": seed, "split": RULE, "pair_ids": used,
             "model_fingerprint": model_fingerprint, "with_answers": with_answers,
             "text_only": text_only, "skipped": skipped[:20], "skipped_count": len(skipped)}
     return CalibrationSet(images, ids, prov)

@@ -1,45 +1,34 @@
-"""Backbone quantization: one registry of methods, each `quantize(dense_dir, out, config, calibration, device)`.
+"""The backbone of a bundle: command-line options -> a method's config, its calibration set, and
+`quantize_backbone` (the checkpoint's 16-bit backbone -> the method's folder).
 
     python -m quantize.backbone --model SRC --method M --output DIR [method options]
 
 writes only the backbone folder (a standard transformers Qwen2ForCausalLM folder); `python -m
-quantize` writes a whole bundle. The 16-bit backbone is first saved as a plain folder, which every
-method reads as its input.
+quantize` writes a whole bundle. The methods are `runtime.formats.METHODS`; each reads the 16-bit
+backbone saved as a plain folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from quantize import bnb_int8, bnb_nf4, dense, gptq
-from runtime.checkpoint import Checkpoint
+from calibration.build import CalibrationSet
 from runtime.errors import InputError
+from runtime.formats import METHODS, method
+from runtime.formats.bnb import BnbNf4Config
+from runtime.formats.manifest import Backbone
+from runtime.model.checkpoint import Checkpoint
 
-
-@dataclass(frozen=True)
-class Method:
-    run: Callable[..., dict]
-    config: Callable[[argparse.Namespace], Any]
-    calibrated: bool = False
-
-
-def _gptq(bits: int) -> Callable[[argparse.Namespace], gptq.GptqConfig]:
-    return lambda a: gptq.GptqConfig(bits=bits, group_size=a.group_size, act_order=a.act_order,
-                                     sym=not a.asym, damp=a.damp)
-
-
-METHODS: dict[str, Method] = {
-    "bf16": Method(dense.quantize, lambda a: dense.DenseConfig("bf16")),
-    "fp16": Method(dense.quantize, lambda a: dense.DenseConfig("fp16")),
-    "bnb-int8": Method(bnb_int8.quantize, lambda a: bnb_int8.BnbInt8Config(a.int8_threshold, a.quantize_lm_head)),
-    "bnb-nf4": Method(bnb_nf4.quantize, lambda a: bnb_nf4.BnbNf4Config(not a.no_double_quant, a.compute_dtype,
-                                                                        a.quantize_lm_head)),
-    "gptq-int8": Method(gptq.quantize, _gptq(8), calibrated=True),
-    "gptq-int4": Method(gptq.quantize, _gptq(4), calibrated=True),
+# config field -> its value from the command line
+OPTIONS = {
+    "group_size": lambda a: a.group_size, "act_order": lambda a: a.act_order, "sym": lambda a: not a.asym,
+    "damp": lambda a: a.damp, "double_quant": lambda a: not a.no_double_quant,
+    "compute_dtype": lambda a: a.compute_dtype, "threshold": lambda a: a.int8_threshold,
+    "quantize_lm_head": lambda a: a.quantize_lm_head,
 }
 
 
@@ -51,7 +40,8 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asym", action="store_true", help="gptq: asymmetric grid (vLLM's Marlin needs symmetric)")
     g.add_argument("--damp", type=float, default=0.01, help="gptq: Hessian dampening")
     g.add_argument("--no-double-quant", action="store_true", help="bnb-nf4: do not quantize the scales")
-    g.add_argument("--compute-dtype", choices=list(bnb_nf4.COMPUTE), default="bf16", help="bnb-nf4 matmul dtype")
+    g.add_argument("--compute-dtype", choices=["bf16", "fp16", "fp32"], default=BnbNf4Config.compute_dtype,
+                   help="bnb-nf4 matmul dtype")
     g.add_argument("--int8-threshold", type=float, default=6.0, help="bnb-int8 outlier threshold")
     g.add_argument("--quantize-lm-head", action="store_true", help="bnb: quantize lm_head too")
 
@@ -59,33 +49,35 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
 def add_calibration_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration (gptq)")
     g.add_argument("--calibration", help="calibration file from python -m calibration; "
-                                         "default: a built-in set of demo-world pairs run through --model")
+                                         "default: a built-in set of demo-world calibration pairs run through --model")
     g.add_argument("--calibration-samples", type=int, default=128, help="size of the built-in set")
     g.add_argument("--calibration-text-only", action="store_true",
                    help="built-in set without image embeddings (for comparison only)")
     g.add_argument("--seed", type=int, default=0)
 
 
-def calibration_for(args: argparse.Namespace, ck: Checkpoint, source_fingerprint: str):
+def method_config(args: argparse.Namespace) -> Any:
+    """The --method's config from the command line's method options."""
+    defaults = method(args.method).config()
+    names = {f.name for f in dataclasses.fields(defaults)}
+    if args.quantize_lm_head and "quantize_lm_head" not in names:
+        raise InputError(f"--quantize-lm-head is supported by the bnb methods only, not {args.method}")
+    try:
+        return dataclasses.replace(defaults, **{k: fn(args) for k, fn in OPTIONS.items() if k in names})
+    except ValueError as e:
+        raise InputError(str(e)) from e
+
+
+def calibration_for(args: argparse.Namespace, ck: Checkpoint, source_fingerprint: str) -> CalibrationSet:
     """The calibration set: the given file, or the built-in one made with the model's own tower."""
-    from calibration.build import build, demo_world_pairs, load
+    from calibration.build import build, calibration_pairs, load
     from runtime.scorer import Scorer
 
     if args.calibration:
         return load(args.calibration)
-    scorer = Scorer.from_checkpoint(ck)
-    return build(scorer, demo_world_pairs(args.calibration_samples, args.seed),
-                 text_only=args.calibration_text_only, seed=args.seed,
-                 source=f"built-in demo-world:seed={args.seed}", model_fingerprint=source_fingerprint)
-
-
-def method_config(args: argparse.Namespace) -> Any:
-    if args.quantize_lm_head and not args.method.startswith("bnb-"):
-        raise InputError(f"--quantize-lm-head is supported by the bnb methods only, not {args.method}")
-    try:
-        return METHODS[args.method].config(args)
-    except ValueError as e:
-        raise InputError(str(e)) from e
+    pairs, source = calibration_pairs(None, args.calibration_samples, args.seed)
+    return build(Scorer.from_checkpoint(ck), pairs, text_only=args.calibration_text_only, seed=args.seed,
+                 source=f"built-in {source}", model_fingerprint=source_fingerprint)
 
 
 def save_dense(ck: Checkpoint, folder: Path) -> Path:
@@ -95,34 +87,38 @@ def save_dense(ck: Checkpoint, folder: Path) -> Path:
     return folder
 
 
-def quantize_backbone(ck: Checkpoint, method: str, config: Any, out: Path, *, calibration=None,
-                      device: str = "cpu", work: Path) -> dict:
-    """Write the backbone of `ck` quantized by `method` into `out`; returns the manifest entry."""
-    m = METHODS[method]
-    if m.calibrated and calibration is None:
-        raise InputError(f"{method} needs a calibration set")
+def quantize_backbone(ck: Checkpoint, name: str, config: Any, out: Path, *, calibration: CalibrationSet | None = None,
+                      device: str = "cpu", work: Path, synthetic: bool = False) -> Backbone:
+    """Write the backbone of `ck` quantized by method `name` into `out` (its synthetic variant, if asked);
+    returns the manifest's backbone entry."""
+    m = method(name)
+    if m.calibrated and calibration is None and not synthetic:
+        raise InputError(f"{name} needs a calibration set")
     dense_dir = save_dense(ck, work / "dense")
-    if calibration is not None:  # the backbone's inputs, embedded by the 16-bit model
-        calibration = (calibration.sequences(ck.llm.get_input_embeddings()), calibration.provenance)
     try:
-        params = m.run(dense_dir, out, config, calibration, device)
+        if synthetic:
+            params = m.make_synthetic(dense_dir, out, config, device)
+        else:  # calibration rows: the backbone's inputs, embedded by the 16-bit model
+            rows = calibration.sequences(ck.llm.get_input_embeddings()) if calibration is not None else None
+            params = m.quantize(dense_dir, out, config, rows, device)
     except ImportError as e:
-        extra = "gptq" if method.startswith("gptq") else "gpu"
-        raise InputError(f"{method} needs the package {e.name!r}; install it (see README, extra [{extra}])") from e
+        raise InputError(f"{name} needs the package {e.name!r}; install it (see README: the extras)") from e
+    except ValueError as e:
+        raise InputError(str(e)) from e
     for extra_file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                        "vocab.json", "merges.txt", "chat_template.jinja"):
         (out / extra_file).unlink(missing_ok=True)  # the bundle keeps one tokenizer, in tokenizer/
     weights = sum(p.numel() for p in ck.llm.parameters())
     stored = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    return {"method": method, "params": params, "path": out.name,
-            "bits_per_weight": round(8 * stored / weights, 3), "weights": weights}
+    return Backbone(method=name, params=params, path=out.name, bits_per_weight=round(8 * stored / weights, 3),
+                    weights=weights)
 
 
 def main(argv: list[str] | None = None) -> int:
     import sys
     import tempfile
 
-    from runtime.checkpoint import fingerprint, load_checkpoint
+    from runtime.model.checkpoint import fingerprint, load_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m quantize.backbone", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -134,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = method_config(args)
         ck = load_checkpoint(args.model)
-        cal = calibration_for(args, ck, fingerprint(args.model)) if METHODS[args.method].calibrated else None
+        cal = calibration_for(args, ck, fingerprint(args.model)) if method(args.method).calibrated else None
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=False)
         with tempfile.TemporaryDirectory() as work:
@@ -143,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(entry, indent=2))
+    print(json.dumps(dataclasses.asdict(entry), indent=2))
     return 0
 
 

@@ -1,19 +1,38 @@
-"""Write an aitqe-edge bundle atomically (temp folder + rename); see runtime/bundle.py for the layout."""
+"""Build an aitqe-edge bundle (format: runtime.formats.manifest) atomically: a temp folder beside
+the output, renamed into place once every file and the manifest are written. `build_bundle` is the
+one path that makes bundles: `python -m quantize` and bench's synthetic variants both call it."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
+import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from runtime.bundle import FORMAT, FORMAT_VERSION, sha256_file
+from quantize.backbone import calibration_for, quantize_backbone
+from quantize.vision import export_vision
 from runtime.errors import InputError
+from runtime.formats import method
+from runtime.formats.manifest import Manifest, Source, write_manifest
+from runtime.model.checkpoint import fingerprint, load_checkpoint
 
 LIBRARIES = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes", "gptqmodel",
              "onnx", "onnxruntime", "onnxruntime-gpu", "aitqe-edge")
+VISION = ("torch", "onnx", "onnx-fp16")
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Where a calibrated method's set comes from (the command line's calibration options)."""
+
+    calibration: str | None = None       # a file from python -m calibration; None: the built-in set
+    calibration_samples: int = 128
+    calibration_text_only: bool = False
+    seed: int = 0
 
 
 def versions() -> dict:
@@ -24,6 +43,11 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def bundle_bytes(root: Path, prefix: str = "") -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and
+               p.relative_to(root).as_posix().startswith(prefix))
 
 
 def staging_dir(output: Path, force: bool) -> Path:
@@ -38,13 +62,7 @@ def staging_dir(output: Path, force: bool) -> Path:
     return tmp
 
 
-def finish(tmp: Path, output: Path, manifest: dict) -> dict:
-    """Checksum every file, write manifest.json, and move the bundle into place."""
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest,
-                "versions": versions(),
-                "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files}}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+def move_into_place(tmp: Path, output: Path) -> None:
     if output.exists():
         old = output.parent / f".{output.name}.old-{os.getpid()}"
         output.rename(old)
@@ -52,9 +70,42 @@ def finish(tmp: Path, output: Path, manifest: dict) -> dict:
         shutil.rmtree(old)
     else:
         tmp.rename(output)
+
+
+def vision_spec(name: str, method_name: str) -> tuple[str, str]:
+    """(format, dtype) of a --vision choice; the torch tower keeps the backbone's 16-bit type."""
+    if name == "torch":
+        return "torch", "fp16" if method_name == "fp16" else "bf16"
+    return "onnx", "fp16" if name == "onnx-fp16" else "fp32"
+
+
+def build_bundle(model: str | Path, method_name: str, config: Any, output: str | Path, *,
+                 vision: tuple[str, ...] = ("torch",), calibration: CalibrationOptions = CalibrationOptions(),
+                 device: str = "cpu", force: bool = False, synthetic: bool = False) -> Manifest:
+    """Quantize checkpoint `model` with `method_name` into the bundle folder `output`. `synthetic`:
+    the method's random-weight variant (no calibration), for cost measurements only."""
+    output = Path(output)
+    tmp = staging_dir(output, force)
+    start = time.perf_counter()
+    try:
+        ck = load_checkpoint(model)
+        source = fingerprint(model)
+        cal = (calibration_for(calibration, ck, source)
+               if method(method_name).calibrated and not synthetic else None)
+        backbone = quantize_backbone(ck, method_name, config, tmp / "backbone", calibration=cal, device=device,
+                                     work=tmp / ".work", synthetic=synthetic)
+        entries = tuple(export_vision(ck, tmp / "vision", *vision_spec(v, method_name)) for v in vision)
+        ck.tokenizer.save_pretrained(tmp / "tokenizer")
+        shutil.rmtree(tmp / ".work")
+        cfg = ck.config
+        manifest = write_manifest(tmp, Manifest(
+            source=Source(str(Path(model).resolve()), source), backbone=backbone, vision=entries, image=cfg.image,
+            image_tokens=cfg.image_tokens, eos=cfg.eos, pad_token_id=cfg.pad_token_id,
+            calibration=cal.record() if cal is not None else None,
+            note=(cfg.raw.get("aitqe_edge_demo") or {}).get("note"),
+            quantize_seconds=round(time.perf_counter() - start, 1), versions=versions()))
+        move_into_place(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return manifest
-
-
-def bundle_bytes(root: Path, prefix: str = "") -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and
-               p.relative_to(root).as_posix().startswith(prefix))

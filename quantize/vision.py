@@ -5,12 +5,10 @@
 
     python -m quantize.vision --model SRC --output DIR [--format onnx|torch] [--dtype fp32|fp16|bf16]
     python -m quantize.vision --synthetic so400m --output DIR [--dtype fp32|fp16]   # random weights
-    python -m quantize.vision --compare BUNDLE [--pairs 500] [--reference SRC]
 
 An ONNX export prints its checks, its parity with the PyTorch tower and (unless --no-latency) the
 CPU latency per image of onnxruntime vs PyTorch; exit 1 with one line if parity is not reached.
-`--compare` scores held-out demo-world pairs with the bundle's vision encoder and with the PyTorch
-fp32 tower, prints how often the overall scores agree, and exits 1 below 99% (fp32) / 98% (fp16).
+What a bundle's ONNX tower does to verdicts: `python -m bench` with that bundle as a candidate.
 """
 
 from __future__ import annotations
@@ -22,39 +20,29 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from runtime.checkpoint import DTYPES, Checkpoint, load_checkpoint
+from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.errors import InputError
+from runtime.formats.manifest import Vision
 
 FORMATS = {"torch": ("bf16", "fp16", "fp32"), "onnx": ("fp32", "fp16")}
 
 
-def export_torch(ck: Checkpoint, out: Path, dtype: str = "bf16") -> dict:
+def export_torch(ck: Checkpoint, out: Path, dtype: str = "bf16") -> Vision:
     """Write vision/config.json + vision/model.safetensors; returns the manifest's vision entry."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(ck.config.vision.to_json_string())
     state = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous() for k, v in ck.vision.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    return {"format": "torch", "dtype": dtype, "path": out.name}
+    return Vision(format="torch", dtype=dtype, path=out.name)
 
 
-def export_vision(ck: Checkpoint, out: Path, fmt: str, dtype: str) -> dict:
+def export_vision(ck: Checkpoint, out: Path, fmt: str, dtype: str) -> Vision:
     """One format of the checkpoint's vision encoder into `out`; the manifest's vision entry."""
     if fmt == "torch":
         return export_torch(ck, out, dtype)
     from quantize.vision_onnx import export_onnx
 
     return export_onnx(ck.vision, ck.config.vision, ck.config.image, out, dtype)
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    from quantize.vision_compare import MIN_AGREEMENT, compare
-
-    r = compare(args.compare, pairs=args.pairs, reference=args.reference, device=args.device or "cpu")
-    need = MIN_AGREEMENT.get(r["vision"].split()[-1], 0.99)
-    if r["overall_agreement"] < need:
-        raise InputError(f"{args.compare}: overall scores agree on {r['overall_agreement']:.1%} of pairs, "
-                         f"below the required {need:.0%}; the vision export is not faithful enough")
-    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -74,11 +62,11 @@ def run_export(args: argparse.Namespace) -> int:
         ck = load_checkpoint(args.model)
         enc, spec = ck.vision, ck.config.image
         entry = export_vision(ck, out, fmt, dtype)
-    print(f"wrote {out}: vision encoder, {entry['format']} {entry['dtype']}, {time.perf_counter() - start:.1f}s, "
+    print(f"wrote {out}: vision encoder, {entry.format} {entry.dtype}, {time.perf_counter() - start:.1f}s, "
           f"peak memory {peak_rss_gib():.2f} GiB")
     if fmt == "onnx" and not args.no_latency:
         big = spec.size >= 224
-        latency(enc, out / entry["file"], spec, (1,) if big else (1, 8), 3 if big else 20)
+        latency(enc, out / entry.file, spec, (1,) if big else (1, 8), 3 if big else 20)
     return 0
 
 
@@ -87,22 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="AITQE checkpoint folder")
     src.add_argument("--synthetic", help="a random-weight tower of a published shape: so400m")
-    src.add_argument("--compare", metavar="BUNDLE", help="score held-out pairs with the bundle's vision vs PyTorch")
-    p.add_argument("--output", help="folder to write (export)")
+    p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="export format (default onnx)")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="weights' dtype (default: fp32 for onnx, bf16 for torch)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement after an ONNX export")
-    p.add_argument("--pairs", type=int, default=500, help="--compare: held-out pairs to score")
-    p.add_argument("--reference", help="--compare: the source checkpoint (default: the bundle manifest's)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="--compare: where to score")
     args = p.parse_args(argv)
-    if not args.compare and not args.output:
-        p.error("--output is required to export")
-    if args.pairs < 1:
-        p.error("--pairs must be >= 1")
     try:
-        return run_compare(args) if args.compare else run_export(args)
+        return run_export(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

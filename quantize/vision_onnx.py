@@ -28,11 +28,12 @@ import torch
 from PIL import Image
 from transformers import SiglipVisionConfig
 
-from runtime.config import SO400M_VISION
+from runtime.model.config import SO400M_VISION
 from runtime.errors import InputError
+from runtime.formats.manifest import Vision
 from runtime.image import ImageSpec, preprocess
-from runtime.model import VisionEncoder
-from runtime.vision_onnx import OnnxVisionEncoder
+from runtime.model.vision import VisionEncoder
+from runtime.model.vision_onnx import OnnxVisionEncoder
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 256 * 2**20
@@ -115,7 +116,7 @@ def check_graph(path: Path) -> None:
 
 
 def export_onnx(enc: VisionEncoder, vision_cfg: SiglipVisionConfig, spec: ImageSpec, out: Path,
-                dtype: str = "fp32", log: Callable = print) -> dict:
+                dtype: str = "fp32", log: Callable = print) -> Vision:
     """Write out/<model|model-fp16>.onnx (+ .data) and out/config.json; the manifest's vision entry.
 
     `enc` is cast to fp32 in place (the reference for parity) and run on the CPU.
@@ -164,10 +165,10 @@ def export_onnx(enc: VisionEncoder, vision_cfg: SiglipVisionConfig, spec: ImageS
         path.unlink()
         Path(f"{path}.data").unlink(missing_ok=True)
         raise
-    return {"format": "onnx", "dtype": dtype, "path": out.name, "file": name, "opset": OPSET,
-            "input": "pixel_values", "output": "image_embeds", "external_data": external,
-            "image_size": spec.size, "tokens": (spec.size // vision_cfg.patch_size) ** 2,
-            "hidden": enc.projector[2].out_features, "parity": parity, "export_s": round(export_s, 1)}
+    return Vision(format="onnx", dtype=dtype, path=out.name, file=name, details={
+        "opset": OPSET, "input": "pixel_values", "output": "image_embeds", "external_data": external,
+        "image_size": spec.size, "tokens": (spec.size // vision_cfg.patch_size) ** 2,
+        "hidden": enc.projector[2].out_features, "parity": parity, "export_s": round(export_s, 1)})
 
 
 def per_image_ms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reps: int) -> float:

@@ -1,7 +1,10 @@
 """`Scorer`: the Python API of the runtime. One image-caption pair or a batch in, verdicts out.
 
-Per-pair input problems (unreadable image, empty caption) become an `error` in that pair's
-verdict; the other pairs of the batch are still scored.
+A batch goes through four stages, each a method: `prepare` (CPU: read and validate the image,
+preprocess its pixels, tokenize the prompt), `encode` (vision tower + prompt embeddings), `decode`
+(the engine, through the decode seam of `runtime.engine`) and `parse` (text -> verdict fields).
+Per-pair input problems (unreadable image, caption that is not text) become an `error` in that
+pair's verdict; the other pairs of the batch are still scored.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from runtime.bundle import is_bundle, load_bundle
-from runtime.checkpoint import DTYPES, Checkpoint, load_checkpoint
-from runtime.config import Eos
+from runtime.engine import Decoded, Decoder, StopRule
+from runtime.engine.reference import ReferenceDecoder
 from runtime.errors import InputError
-from runtime.generate import greedy_generate
+from runtime.formats.bundle import load_bundle
+from runtime.formats.manifest import is_bundle
 from runtime.image import ImageSpec, load_image, preprocess
-from runtime.parse import parse_output, to_dict
+from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
+from runtime.model.config import Eos
+from runtime.parse import OVERALL_MARK, parse_output, to_dict
 from runtime.prompt import prompt_ids
 
 DEFAULT_MAX_NEW_TOKENS = 384
@@ -33,6 +38,15 @@ class Pair:
     image: str | Path | Image.Image
     caption: str
     id: Any = None
+
+
+@dataclass
+class Prepared:
+    """A pair ready for the model: its pixels [3, S, S] and its prompt's token ids."""
+
+    pixels: torch.Tensor
+    ids: list[int]
+    truncated: bool  # the caption was cut to fit the context
 
 
 @dataclass
@@ -61,7 +75,7 @@ class Verdict:
 
 @dataclass
 class Scorer:
-    """Runs AITQE: vision encoder -> prompt embeddings -> greedy decoding -> parsed verdict."""
+    """Runs AITQE: prepare -> encode (vision encoder + prompt embeddings) -> decode -> parse."""
 
     llm: torch.nn.Module
     vision: Callable[[torch.Tensor], torch.Tensor]  # pixels [B,3,S,S] -> embeddings [B,T,H]
@@ -74,6 +88,11 @@ class Scorer:
     max_positions: int
     device: str = "cpu"
     note: str | None = None
+    decoder: Decoder | None = None  # default: the reference engine over `llm`
+
+    def __post_init__(self):
+        if self.decoder is None:
+            self.decoder = ReferenceDecoder(self.llm, self.tokenizer, self.pad_token_id)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
@@ -94,10 +113,10 @@ class Scorer:
             b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                             vision_backend=vision_backend)
             m = b.manifest
-            return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=b.image_spec,
-                       image_tokens=m["image_tokens"], eos=Eos(tuple(m["eos"]["ids"]), m["eos"]["source"]),
-                       pad_token_id=m["pad_token_id"], model_id=Path(path).resolve().name,
-                       max_positions=b.llm.config.max_position_embeddings, device=device, note=m.get("note"))
+            return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=m.image,
+                       image_tokens=m.image_tokens, eos=m.eos, pad_token_id=m.pad_token_id,
+                       model_id=Path(path).resolve().name, max_positions=b.llm.config.max_position_embeddings,
+                       device=device, note=m.note)
         if vision_backend not in (None, "torch"):
             raise InputError(f"--vision-backend {vision_backend}: {path} is a checkpoint, whose vision tower runs in "
                              f"PyTorch; make a bundle first: python -m quantize --model {path} --method bf16 "
@@ -110,9 +129,8 @@ class Scorer:
         """A scorer over an already loaded AITQE checkpoint."""
         cfg = ck.config
         return cls(llm=ck.llm, vision=ck.vision, tokenizer=ck.tokenizer, image_spec=cfg.image,
-                   image_tokens=cfg.image_tokens, eos=cfg.eos,
-                   pad_token_id=cfg.pad_token_id, model_id=cfg.root.resolve().name,
-                   max_positions=cfg.llm.max_position_embeddings, device=device,
+                   image_tokens=cfg.image_tokens, eos=cfg.eos, pad_token_id=cfg.pad_token_id,
+                   model_id=cfg.root.resolve().name, max_positions=cfg.llm.max_position_embeddings, device=device,
                    note=(cfg.raw.get("aitqe_edge_demo") or {}).get("note"))
 
     def score(self, image: str | Path | Image.Image, caption: str, *, output_all: bool = False,
@@ -120,52 +138,67 @@ class Scorer:
         return self.score_batch([Pair(image, caption)], output_all=output_all,
                                 max_new_tokens=max_new_tokens)[0]
 
-    def prepare(self, pair: Pair, max_new_tokens: int) -> tuple[Image.Image, list[int], bool]:
-        """Validate one pair: its RGB image and prompt ids, or InputError."""
+    # ---------------------------------------------------------------- the stages
+
+    def prepare(self, pair: Pair, max_new_tokens: int) -> Prepared:
+        """Validate one pair (CPU): its pixels and prompt ids, or InputError."""
         budget = self.max_positions - self.image_tokens - max_new_tokens
         prompt = prompt_ids(self.tokenizer, pair.caption, budget)
         image = pair.image if isinstance(pair.image, Image.Image) else load_image(pair.image)
-        return image.convert("RGB"), prompt.ids, prompt.truncated
+        return Prepared(preprocess([image.convert("RGB")], self.image_spec)[0], prompt.ids, prompt.truncated)
 
     @torch.inference_mode()
-    def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
-        """Projected image embeddings [B, T, H] of RGB images."""
-        return self.vision(preprocess(images, self.image_spec).to(self.device))
+    def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected image embeddings [B, T, H] of pixels [B, 3, S, S]."""
+        return self.vision(pixels.to(self.device))
 
     @torch.inference_mode()
-    def embed_prompts(self, images: list[Image.Image], prompts: list[list[int]]) -> list[torch.Tensor]:
+    def encode(self, prepared: list[Prepared]) -> list[torch.Tensor]:
         """LLM input rows [T + L_i, H]: image embeddings first, then the prompt's token embeddings."""
-        image_embeds = self.image_embeddings(images)
+        image_embeds = self.image_embeddings(torch.stack([p.pixels for p in prepared]))
         embed = self.llm.get_input_embeddings()
-        return [torch.cat([img.to(embed.weight.dtype), embed(torch.tensor(ids, device=embed.weight.device))])
-                for img, ids in zip(image_embeds, prompts)]
+        return [torch.cat([img.to(embed.weight.dtype), embed(torch.tensor(p.ids, device=embed.weight.device))])
+                for img, p in zip(image_embeds, prepared)]
+
+    def decode(self, rows: list[torch.Tensor], *, output_all: bool, max_new_tokens: int) -> Decoded:
+        """Greedy new ids and text per row; stops at <Overall> unless output_all."""
+        stop = StopRule(self.eos.ids, None if output_all else OVERALL_MARK)
+        return self.decoder.decode(rows, stop, max_new_tokens)
+
+    @staticmethod
+    def parse(text: str, output_all: bool) -> dict:
+        return to_dict(parse_output(text, output_all))
+
+    # ---------------------------------------------------------------- all of them
 
     @torch.inference_mode()
     def score_batch(self, pairs: list[Pair], *, output_all: bool = False,
                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Verdict]:
         """Score pairs together (one forward batch); bad pairs get an error, the rest are scored."""
         verdicts = [Verdict(id=p.id, model=self.model_id, note=self.note) for p in pairs]
+        start = time.perf_counter()
         ready = []
         for v, p in zip(verdicts, pairs):
             try:
-                ready.append((v, *self.prepare(p, max_new_tokens)))
+                ready.append((v, self.prepare(p, max_new_tokens)))
             except InputError as e:
                 v.error = str(e)
         if not ready:
             return verdicts
-        start = time.perf_counter()
-        rows = self.embed_prompts([r[1] for r in ready], [r[2] for r in ready])
-        embed_s = time.perf_counter() - start
-        gen = greedy_generate(self.llm, self.tokenizer, rows, eos_ids=self.eos.ids,
-                              pad_token_id=self.pad_token_id, max_new_tokens=max_new_tokens,
-                              output_all=output_all)
-        for (v, _, _, truncated), text, ids in zip(ready, gen.texts, gen.ids):
-            parsed = to_dict(parse_output(text, output_all))
+        encode_start = time.perf_counter()
+        rows = self.encode([r for _, r in ready])
+        decode_start = time.perf_counter()
+        decoded = self.decode(rows, output_all=output_all, max_new_tokens=max_new_tokens)
+        timings = {"batch_size": len(ready), "prepare_ms": round(1000 * (encode_start - start), 2),
+                   "encode_ms": round(1000 * (decode_start - encode_start), 2),
+                   "prefill_ms": round(1000 * decoded.prefill_seconds, 2),
+                   "decode_ms": round(1000 * (time.perf_counter() - decode_start), 2), "decode_steps": decoded.steps}
+        for (v, prepared), text, ids in zip(ready, decoded.texts, decoded.ids):
+            parsed = self.parse(text, output_all)
             v.overall_score, v.recaption = parsed["overall_score"], parsed["recaption"]
             v.overall_explanation, v.sub_scores = parsed["overall_explanation"], parsed["sub_scores"]
-            v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, truncated
-            v.timings = {"batch_size": len(ready), "embed_ms": round(1000 * embed_s, 2),
-                         "generate_ms": round(1000 * gen.seconds, 2), "new_tokens": len(ids)}
+            v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, prepared.truncated
+            v.timings = {**timings, "new_tokens": len(ids)}
         return verdicts
 
     def score_many(self, pairs: list[Pair], *, batch_size: int, output_all: bool = False,

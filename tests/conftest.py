@@ -1,4 +1,4 @@
-"""Fixtures: tiny checkpoints in the exact AITQE layout, written by runtime.checkpoint_writer."""
+"""Fixtures: tiny checkpoints in the exact AITQE layout, written by bench.synthetic.checkpoints."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.checkpoint_writer import FixtureSpec, random_checkpoint
+from bench.synthetic.checkpoints import FixtureSpec, random_checkpoint
 from runtime.scorer import Scorer
 
 

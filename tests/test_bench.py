@@ -1,4 +1,4 @@
-"""python -m bench: real runs on the demo model and on tiny synthetic shapes (CPU)."""
+"""python -m bench: real runs on the demo model and on tiny synthetic bundles (CPU)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pytest
 from PIL import Image
 
 from bench.__main__ import main
-from bench.accuracy import answer_tokens, score_token_values, verdict_agreement
+from bench.eval.metrics import verdict_agreement
+from bench.eval.teacher_forced import answer_tokens, score_token_values
 from quantize.__main__ import main as quantize
 from runtime.demo import DEMO_MODEL
+from runtime.score import main as score
 from runtime.scorer import Scorer, Verdict
 from tests.conftest import altered_copy
 
@@ -54,8 +56,8 @@ def test_score_position_and_tokens():
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench_bundles")
-    for m in ("bf16", "bnb-int8"):
-        assert quantize(["--model", str(DEMO_MODEL), "--method", m, "--output", str(d / m)]) == 0
+    for m, extra in (("bf16", []), ("bnb-int8", []), ("gptq-int4", ["--calibration-samples", "8"])):
+        assert quantize(["--model", str(DEMO_MODEL), "--method", m, "--output", str(d / m), *extra]) == 0
     return d
 
 
@@ -70,12 +72,13 @@ def test_bench_demo_report(bundles, tmp_path, capsys):
     assert ref["accuracy"]["overall_agreement"] == 1.0
     # same weights, both computed in fp32 on CPU: the bf16 bundle is the reference
     assert bf16["accuracy"]["overall_agreement"] == 1.0 and bf16["teacher_forced"]["kl_mean"] < 1e-6
-    assert bf16["teacher_forced"]["top1_agreement"] == 1.0
+    assert bf16["teacher_forced"]["top1_agreement"] == 1.0 and min(bf16["layer_snr_db"]) > 100
     assert 0 < int8["teacher_forced"]["kl_mean"] < 0.5 and int8["accuracy"]["overall_agreement"] >= 0.6
+    assert 10 < min(int8["layer_snr_db"]) < 100
     assert int8["bits_per_weight"] < 10 and int8["disk_bytes"] < bf16["disk_bytes"]
     for v in r["variants"]:
         c = v["cost"]
-        assert len(c["prefill_ms"]) == 2 and all(x > 0 for x in c["decode_ms_per_token"])
+        assert len(c["prefill_ms"]) == 2 and all(x > 0 for x in c["decode_ms_per_step"])
         assert c["batches"]["1"]["peak_bytes"] > 0 and c["best_batch"] in (1, 2)
     assert r["environment"]["versions"]["torch"] and r["ceilings"]["copy_gb_per_s"] > 0
     md = (out / "report.md").read_text()
@@ -85,6 +88,38 @@ def test_bench_demo_report(bundles, tmp_path, capsys):
     for png in r["plots"]:
         assert Image.open(out / png).size[0] > 100
     assert "| bnb-int8 | bnb-int8 |" in printed
+
+
+def test_bench_times_what_runtime_score_runs(bundles, tmp_path, capsys):
+    """The cost child's texts at batch B are runtime.score's at --batch-size B on the same pairs file."""
+    out = tmp_path / "report"
+    assert main(["--reference", str(DEMO_MODEL), "--candidates", str(bundles / "bnb-int8"), "--pairs", "demo:4",
+                 "--output", str(out), "--no-plots", "--batch-sizes", "1,4", "--repeats", "1"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    pairs = Path(r["pairs"]["file"])
+    for v in r["variants"]:
+        for batch in ("1", "4"):
+            verdicts = tmp_path / f"{v['name']}-{batch}.jsonl"
+            assert score(["--model", v["path"], "--input", str(pairs), "--output", str(verdicts), "--device", "cpu",
+                          "--batch-size", batch, "--quiet"]) == 0
+            texts = [json.loads(line)["raw_text"] for line in verdicts.read_text().splitlines()]
+            assert v["cost"]["batches"][batch]["texts"] == texts[:int(batch)]
+            assert "<Overall>" in texts[0]  # the default mode, as users run it
+
+
+def test_bench_refuses_a_candidate_calibrated_on_its_pairs(bundles, tmp_path, capsys):
+    from calibration.build import build, save
+    from calibration.split import demo_pairs
+
+    scorer = Scorer.from_pretrained(DEMO_MODEL, device="cpu")
+    leaky = build(scorer, demo_pairs(8, 1000, "evaluation"), source="evaluation pairs on purpose")
+    save(leaky, tmp_path / "leaky.safetensors")
+    assert quantize(["--model", str(DEMO_MODEL), "--method", "gptq-int4", "--calibration",
+                     str(tmp_path / "leaky.safetensors"), "--output", str(tmp_path / "leaky")]) == 0
+    assert main(["--reference", str(DEMO_MODEL), "--candidates", str(bundles / "gptq-int4"), str(tmp_path / "leaky"),
+                 "--pairs", "demo:8", "--output", str(tmp_path / "o"), "--no-cost", "--no-plots"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --candidates") and "calibrated on 8 of the evaluation pairs" in err
 
 
 def test_bench_records_a_broken_candidate_and_goes_on(bundles, tmp_path):
@@ -112,16 +147,19 @@ def test_bench_refuses_bad_input(bundles, tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_synthetic_tiny(tmp_path, capsys):
     out = tmp_path / "syn"
-    assert main(["--synthetic", "tiny", "--output", str(out), *FAST]) == 0
+    assert main(["--synthetic", "tiny", "--output", str(out), "--methods", "bf16,bnb-int8,bnb-nf4,gptq-int4,gptq-int8",
+                 *FAST]) == 0
     r = json.loads((out / "results.json").read_text())
-    assert [v["method"] for v in r["variants"]] == ["bf16", "bnb-int8", "bnb-nf4", "gptq-int4"]
+    assert [v["method"] for v in r["variants"]] == ["bf16", "bnb-int8", "bnb-nf4", "gptq-int4", "gptq-int8"]
     for v in r["variants"]:
-        assert v["cost"]["batches"]["2"]["ms_per_pair"], v
-        assert "accuracy" not in v
-    sizes = {v["method"]: v["cost"]["weight_bytes"] for v in r["variants"]}
-    assert sizes["bnb-nf4"] < sizes["bnb-int8"] < sizes["bf16"] and sizes["gptq-int4"] < sizes["bf16"]
+        c = v["cost"]
+        assert c["batches"]["2"]["ms_per_pair"] and "accuracy" not in v, v
+        assert c["batches"]["1"]["new_tokens_mean"] == 6  # no end-of-generation id: the whole budget
+    bpw = {v["method"]: v["bits_per_weight"] for v in r["variants"]}
+    assert bpw["bnb-nf4"] < bpw["bnb-int8"] < bpw["bf16"] and bpw["gptq-int4"] < bpw["gptq-int8"] < bpw["bf16"]
     md = (out / "report.md").read_text()
     assert "random weights" in md and "## Accuracy" not in md and (out / "latency_memory.png").is_file()
+    assert not (out / "synthetic-work").exists()
 
 
 @pytest.mark.slow
@@ -137,12 +175,3 @@ def test_device_check_script_on_cpu(tmp_path):
     assert {v["method"] for v in demo["variants"]} == {"checkpoint", "bf16", "bnb-int8", "bnb-nf4", "gptq-int4"}
     assert all(v.get("cost") for v in demo["variants"]), [v.get("cost_error") for v in demo["variants"]]
     assert (tmp_path / "bench-tiny" / "results.json").is_file()
-
-
-def test_cost_child_prints_json(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.cost", "--synthetic", "tiny", "--method", "bf16",
-                           "--batch-sizes", "1", "--repeats", "1", "--device", "cpu"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(proc.stdout)
-    assert r["image_tokens"] == 16 and r["new_tokens"] == 6 and r["load_s"] > 0

@@ -8,22 +8,28 @@ import pytest
 import torch
 
 from calibration.__main__ import main
-from calibration.build import build, demo_world_pairs, file_pairs, load, save
+from calibration.build import build, calibration_pairs, load, save
+from calibration.split import demo_pairs, is_calibration
 from runtime.errors import InputError
+
+
+def demo_world_pairs(n, seed):
+    return demo_pairs(n, seed, "calibration")
 
 
 def test_multimodal_samples_are_the_runtime_prompt_rows(tiny_scorer):
     pairs = demo_world_pairs(3, seed=5)
     cs = build(tiny_scorer, pairs, source="demo", seed=5)
     assert len(cs) == 3 and cs.provenance["count"] == 3
+    assert cs.record().pair_ids == tuple(p.id for p in pairs)
     rows = cs.sequences(tiny_scorer.llm.get_input_embeddings())
     for pair, img, ids, row in zip(pairs, cs.image_embeds, cs.token_ids, rows):
-        image, prompt, _ = tiny_scorer.prepare(pair, 384)
-        assert ids == prompt
+        prepared = tiny_scorer.prepare(pair, 384)
+        assert ids == prepared.ids
         assert img.shape == (tiny_scorer.image_tokens, tiny_scorer.llm.config.hidden_size)
-        expected = tiny_scorer.embed_prompts([image], [prompt])[0]
+        expected = tiny_scorer.encode([prepared])[0]
         assert row.shape == expected.shape
-        assert torch.allclose(row.float(), expected.float(), atol=2e-2)  # image part stored in bf16
+        assert torch.allclose(row.float(), expected.float(), rtol=1e-2, atol=1e-2)  # image part stored in bf16
 
 
 def test_answers_extend_prompts_and_text_only_has_no_image(tiny_scorer):
@@ -46,17 +52,17 @@ def test_round_trip_keeps_samples_and_provenance(tiny_scorer, tmp_path):
         load(tmp_path / "bad.safetensors")
 
 
-def test_pairs_file_source_skips_bad_lines(tiny_scorer, image_dir, tmp_path):
+def test_pairs_file_source_takes_calibration_pairs_only(tiny_scorer, image_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
-    lines = [{"id": i, "image": str(image_dir / f"img{i % 3}.png"), "caption": f"caption {i}"} for i in range(5)]
+    lines = [{"id": i, "image": str(image_dir / f"img{i % 3}.png"), "caption": f"caption {i}"} for i in range(40)]
     pairs.write_text("\n".join(map(json.dumps, lines)) + "\n{broken\n")
-    chosen = file_pairs(pairs, 3, seed=0)
-    assert len(chosen) == 3 and len({p.id for p in chosen}) == 3
+    chosen, source = calibration_pairs(pairs, 100, seed=0)
+    expected = {i for i in range(40) if is_calibration(i)}
+    assert {p.id for p in chosen} == expected and 0 < len(expected) < 40 and source.startswith("pairs:")
     missing = tmp_path / "missing.jsonl"
-    missing.write_text(json.dumps({"id": 1, "image": "nope.png", "caption": "x"}) + "\n")
-    cs_pairs = file_pairs(missing, 1, 0)
+    missing.write_text(json.dumps({"id": sorted(expected)[0], "image": "nope.png", "caption": "x"}) + "\n")
     with pytest.raises(InputError, match="no usable calibration pairs"):
-        build(tiny_scorer, cs_pairs)
+        build(tiny_scorer, calibration_pairs(missing, 1, 0)[0])
 
 
 def test_cli_writes_a_loadable_set(tiny_ckpt, tmp_path, capsys):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from runtime.checkpoint import load_checkpoint
-from runtime.checkpoint_writer import FixtureSpec, random_checkpoint
-from runtime.config import load_config
+from runtime.model.checkpoint import load_checkpoint
+from bench.synthetic.checkpoints import FixtureSpec, random_checkpoint
+from runtime.model.config import load_config
 from runtime.errors import InputError
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import load_config
+from runtime.model.config import load_config
 from runtime.errors import InputError
 from runtime.score import main
 

@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from runtime.generate import greedy_generate
 from runtime.image import load_image, preprocess
 from runtime.score import main
 from runtime.scorer import Pair, Scorer
@@ -40,18 +39,15 @@ def scorer():
 @pytest.fixture(scope="module")
 def prepared(scorer):
     """Per case: the RGB image and the prompt's ids, as the runtime prepares them."""
-    out = []
-    for case in CASES:
-        image, ids, truncated = scorer.prepare(Pair(image_path(case), case["caption"]), MAX_NEW)
-        assert not truncated
-        out.append((image, ids))
+    out = [scorer.prepare(Pair(image_path(case), case["caption"]), MAX_NEW) for case in CASES]
+    assert not any(p.truncated for p in out)
     return out
 
 
 def test_prompt_ids_equal_the_originals(scorer, prepared):
     placeholder = RECORD["image_token_placeholder"]
-    for case, (_, ids) in zip(CASES, prepared):
-        assert [placeholder] * scorer.image_tokens + ids == case["input_ids"], case["id"]
+    for case, p in zip(CASES, prepared):
+        assert [placeholder] * scorer.image_tokens + p.ids == case["input_ids"], case["id"]
 
 
 @pytest.mark.parametrize("name", sorted({c["image"] for c in CASES}))
@@ -68,8 +64,7 @@ def test_pixels_equal_the_originals_processor(scorer, name):
 
 @torch.inference_mode()
 def test_first_step_logits_agree_with_the_originals(scorer, prepared):
-    rows = scorer.embed_prompts([im for im, _ in prepared], [ids for _, ids in prepared])
-    for case, row in zip(CASES, rows):
+    for case, row in zip(CASES, scorer.encode(prepared)):
         logits = scorer.llm(inputs_embeds=row[None]).logits[0, -1]
         golden = torch.tensor(case["first_step_logits"])
         assert logits.shape == golden.shape
@@ -79,12 +74,10 @@ def test_first_step_logits_agree_with_the_originals(scorer, prepared):
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("mode", MODES)
 def test_greedy_ids_and_text_equal_the_originals(scorer, prepared, batch, mode):
-    rows = scorer.embed_prompts([im for im, _ in prepared], [ids for _, ids in prepared])
     ids = []
-    for i in range(0, len(rows), batch):
-        ids += greedy_generate(scorer.llm, scorer.tokenizer, rows[i:i + batch], eos_ids=scorer.eos.ids,
-                               pad_token_id=scorer.pad_token_id, max_new_tokens=MAX_NEW,
-                               output_all=MODES[mode]).ids
+    for i in range(0, len(prepared), batch):
+        rows = scorer.encode(prepared[i:i + batch])
+        ids += scorer.decode(rows, output_all=MODES[mode], max_new_tokens=MAX_NEW).ids
     assert [c[f"new_ids_{mode}"] for c in CASES] == ids
     verdicts = scorer.score_many([Pair(image_path(c), c["caption"], c["id"]) for c in CASES], batch_size=batch,
                                  output_all=MODES[mode], max_new_tokens=MAX_NEW, quiet=True)

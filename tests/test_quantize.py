@@ -10,6 +10,7 @@ import torch
 
 from quantize.__main__ import main
 from runtime.errors import InputError
+from runtime.formats.manifest import read_manifest
 from runtime.scorer import Pair, Scorer
 from tests.conftest import altered_copy
 
@@ -35,8 +36,7 @@ def bundles(tiny_ckpt, tmp_path_factory):
 
 @torch.inference_mode()
 def prompt_logits(scorer: Scorer, image) -> torch.Tensor:
-    rgb, ids, _ = scorer.prepare(Pair(image, CAPTION), 384)
-    row = scorer.embed_prompts([rgb], [ids])[0]
+    row = scorer.encode([scorer.prepare(Pair(image, CAPTION), 384)])[0]
     return scorer.llm(inputs_embeds=row[None].to(scorer.llm.dtype)).logits[0].float()
 
 
@@ -52,8 +52,7 @@ def test_bf16_bundle_reproduces_the_checkpoint(bundles, tiny_scorer, image_dir):
 @pytest.mark.parametrize("method,floor", [("bnb-int8", 22.0), ("bnb-nf4", 5.0),
                                           ("gptq-int8", 29.0), ("gptq-int4", 7.5)])
 def test_quantized_bundles_run_and_stay_close(bundles, tiny_scorer, image_dir, method, floor):
-    manifest = json.loads((bundles[method] / "manifest.json").read_text())
-    assert manifest["backbone"]["method"] == method
+    assert read_manifest(bundles[method]).backbone.method == method
     qcfg = json.loads((bundles[method] / "backbone" / "config.json").read_text())["quantization_config"]
     assert qcfg["quant_method"] == method.split("-")[0].replace("bnb", "bitsandbytes")
     scorer = Scorer.from_pretrained(bundles[method], device="cpu")
@@ -66,7 +65,7 @@ def test_quantized_bundles_run_and_stay_close(bundles, tiny_scorer, image_dir, m
 
 
 def test_bits_per_weight_order(bundles):
-    bpw = {m: json.loads((p / "manifest.json").read_text())["backbone"]["bits_per_weight"] for m, p in bundles.items()}
+    bpw = {m: read_manifest(p).backbone.bits_per_weight for m, p in bundles.items()}
     assert bpw["bnb-nf4"] < bpw["bnb-int8"] < bpw["bf16"] <= 16.5
     assert bpw["gptq-int4"] < bpw["gptq-int8"] < bpw["bf16"]
 
@@ -91,5 +90,5 @@ def test_existing_output_needs_force(bundles, tiny_ckpt, capsys):
     assert "--force" in capsys.readouterr().err
     assert (target / "manifest.json").read_text() == before
     assert main(["--model", str(tiny_ckpt), "--method", "fp16", "--output", str(target), "--force"]) == 0
-    assert json.loads((target / "manifest.json").read_text())["backbone"]["method"] == "fp16"
+    assert read_manifest(target).backbone.method == "fp16"
     assert not list(target.parent.glob(".bf16.*"))  # no temp folders left behind

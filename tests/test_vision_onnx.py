@@ -11,16 +11,16 @@ import torch
 
 from quantize.__main__ import main as quantize_main
 from quantize.vision import main as vision_main
-from quantize.vision_compare import compare
 from quantize.vision_onnx import MIN_COSINE, ExportCheckError, check_parity, compare_embeddings, export_onnx
-from runtime.checkpoint import load_checkpoint
+from runtime.model.checkpoint import load_checkpoint
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
+from runtime.formats.manifest import read_manifest
 from runtime.image import load_image, preprocess
-from runtime.model import VisionEncoder
+from runtime.model.vision import VisionEncoder
 from runtime.score import main as score_main
 from runtime.scorer import Scorer
-from runtime.vision_onnx import OnnxVisionEncoder
+from runtime.model.vision_onnx import OnnxVisionEncoder
 from tests.conftest import altered_copy
 
 CAPTION = "a big green square top right and a small red cross on the left"
@@ -49,8 +49,8 @@ def exported(tiny, tmp_path_factory):
     for dtype in ("fp32", "fp16"):
         folder = tmp_path_factory.mktemp(f"onnx-{dtype}")
         entry = export_onnx(tiny.vision, tiny.config.vision, tiny.config.image, folder, dtype, log=lambda _: None)
-        assert entry["parity"]["cosine_min"] >= MIN_COSINE[dtype] and not entry["external_data"]
-        out[dtype] = folder / entry["file"]
+        assert entry.details["parity"]["cosine_min"] >= MIN_COSINE[dtype] and not entry.details["external_data"]
+        out[dtype] = folder / entry.file
     return out
 
 
@@ -98,11 +98,10 @@ def test_encoder_contract(exported, tmp_path):
 
 
 def test_bundle_runs_the_onnx_tower_like_the_checkpoint(bundles, tiny_scorer, image_dir):
-    manifest = json.loads((bundles["onnx,torch"] / "manifest.json").read_text())
-    v = manifest["vision"]
-    assert (v["format"], v["dtype"], v["file"]) == ("onnx", "fp32", "model.onnx")
-    assert [a["format"] for a in v["alternatives"]] == ["torch"]
-    assert {"vision/model.onnx", "vision/model.safetensors"} <= set(manifest["files"])
+    manifest = read_manifest(bundles["onnx,torch"])
+    assert [(v.format, v.dtype, v.file) for v in manifest.vision] == [("onnx", "fp32", "model.onnx"),
+                                                                     ("torch", "bf16", None)]
+    assert {"vision/model.onnx", "vision/model.safetensors"} <= set(manifest.files)
     scorer = Scorer.from_pretrained(bundles["onnx,torch"], device="cpu", dtype="fp32")
     assert isinstance(scorer.vision, OnnxVisionEncoder)
     x = pixels(scorer, image_dir)
@@ -148,16 +147,20 @@ def test_cli_errors(tmp_path, capsys):
 def test_demo_tower_parity_fp32(tmp_path):
     ck = load_checkpoint(DEMO_MODEL)
     entry = export_onnx(ck.vision, ck.config.vision, ck.config.image, tmp_path, log=lambda _: None)
-    assert entry["parity"]["cosine_min"] >= MIN_COSINE["fp32"] and entry["parity"]["images"] >= 4
+    assert entry.details["parity"]["cosine_min"] >= MIN_COSINE["fp32"] and entry.details["parity"]["images"] >= 4
 
 
-def test_demo_fp16_bundle_gives_the_same_scores(tmp_path):
+def test_demo_fp16_bundle_gives_the_same_scores(tmp_path, capsys):
+    """Only the tower differs: the bf16 bundle's backbone holds the checkpoint's bf16 weights, both run in fp32."""
+    from bench.__main__ import main as bench_main
+
     bundle = tmp_path / "demo"
     assert quantize_main(["--model", str(DEMO_MODEL), "--method", "bf16", "--vision", "onnx-fp16",
                           "--output", str(bundle)]) == 0
-    r = compare(bundle, pairs=16, batch_size=16, quiet=True, log=lambda _: None)
-    assert r["vision"] == "onnx fp16" and r["errors"] == 0 and r["overall_agreement"] >= 15 / 16
-    assert r["embeddings"]["cosine_min"] >= MIN_COSINE["fp16"]
+    assert bench_main(["--reference", str(DEMO_MODEL), "--candidates", str(bundle), "--pairs", "demo:16",
+                       "--output", str(tmp_path / "bench"), "--no-cost", "--no-plots"]) == 0
+    r = json.loads((tmp_path / "bench" / "results.json").read_text())["variants"][1]
+    assert r["accuracy"]["overall_agreement"] >= 15 / 16 and r["accuracy"]["json_valid"] == 1.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and onnxruntime-gpu")

@@ -1,4 +1,4 @@
-"""Train the built-in demo model: `python -m runtime.demo.train --output DIR`.
+"""Train the built-in demo model: `python -m runtime.demo.train --output DIR` (see __main__.py).
 
 A ~5 M-parameter model in AITQE's exact architecture (SigLIP-style tower read at its second-to-
 last layer, MLP projector, Qwen2-style LM, the same prompt with the image first), trained from
@@ -12,7 +12,7 @@ The 48-pixel image is cut into 16-pixel patches, one per cell of the world's 3x3
 patches that straddle the cells, the tower took thousands of steps to tell shapes apart.
 
 Loss is on the answer (the verdict text + EOS), plus two training-only probes
-(`runtime.demo.probes`): the scene probe first trains the tower alone for --vision-steps (the
+(`runtime.demo.train.probes`): the scene probe first trains the tower alone for --vision-steps (the
 demo's stand-in for SigLIP's pretraining), then stays on weighted by --aux-weight; the caption
 check, weighted by --check-weight, makes the LM judge each claim of the caption against the image
 and steers a few of its attention heads to what that needs.
@@ -21,7 +21,6 @@ Reproducible from --seed.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import time
@@ -30,13 +29,14 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, SiglipVisionConfig, SiglipVisionModel
 
-from runtime.checkpoint import AITQEModules, load_checkpoint
-from runtime.checkpoint_writer import aitqe_config, save_checkpoint, train_tokenizer
-from runtime.config import AITQEConfig, Eos
 from runtime.demo import DEMO_NOTE
-from runtime.demo.probes import CaptionCheck, SceneProbe, check_tensor, scene_labels, score_position
-from runtime.demo.world import ASPECTS, IMAGE_SIZE, KINDS, corpus_texts, make_example, verdict_text
+from runtime.demo.train.probes import CaptionCheck, SceneProbe, check_tensor, scene_labels, score_position
+from runtime.demo.train.tokenizer import train_tokenizer
+from runtime.demo.world import IMAGE_SIZE, corpus_texts, make_example, verdict_text
 from runtime.image import ImageSpec, preprocess
+from runtime.model.checkpoint import AITQEModules, load_checkpoint
+from runtime.model.config import AITQEConfig, Eos
+from runtime.model.writer import aitqe_config, save_checkpoint
 from runtime.prompt import PROMPT, prompt_ids
 
 def demo_tokenizer(seed: int, vocab_size: int):
@@ -213,43 +213,3 @@ def train(out: Path, *, seed: int, steps: int, batch: int, lr: float, vocab: int
             save(modules.eval().cpu(), vision_cfg, tok, out, meta)
             modules.to(device).train()
     print(f"wrote {out} after {time.time() - start:.0f}s", flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m runtime.demo.train", description=__doc__.splitlines()[0])
-    p.add_argument("--output", required=True, help="checkpoint folder to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary size (special tokens come on top)")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    p.add_argument("--init", help="continue training this checkpoint (its weights and tokenizer)")
-    p.add_argument("--kind-weights", help="caption-kind mix, e.g. exact:2,wrong_colour:3 (default: the world's)")
-    p.add_argument("--aux-weight", type=float, default=0.0,
-                   help="weight of the training-only scene probe's loss (supervises the vision tower directly)")
-    p.add_argument("--vision-steps", type=int, default=0,
-                   help="steps that train the tower with the scene probe alone before the joint training")
-    p.add_argument("--check-weight", type=float, default=0.0,
-                   help="weight of the training-only caption check's losses (is each claim of the caption "
-                        "true? attention routed to what that needs)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    args = p.parse_args(argv)
-    weights = None
-    if args.kind_weights:
-        weights = {k: float(v) for k, v in (item.split(":") for item in args.kind_weights.split(","))}
-        unknown = set(weights) - set(KINDS)
-        if unknown:
-            p.error(f"unknown caption kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
-          vocab=args.vocab, log_every=args.log_every, init=Path(args.init) if args.init else None,
-          kind_weights=weights, aux_weight=args.aux_weight, vision_steps=args.vision_steps,
-          check_weight=args.check_weight, device=args.device)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 
-from runtime.checkpoint import DTYPES
+from runtime.model.checkpoint import DTYPES
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,11 @@ def quantize(dense_dir: Path, out: Path, cfg: DenseConfig, calibration=None, dev
     """Copy the 16-bit backbone folder in the requested dtype."""
     from transformers import Qwen2ForCausalLM
 
-    model = Qwen2ForCausalLM.from_pretrained(dense_dir, dtype=DTYPES[cfg.dtype])
-    model.save_pretrained(out)
+    Qwen2ForCausalLM.from_pretrained(dense_dir, dtype=DTYPES[cfg.dtype]).save_pretrained(out)
     return {"dtype": cfg.dtype}
+
+
+def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or DTYPES[params["dtype"]], device_map=device)

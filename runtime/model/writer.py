@@ -1,6 +1,6 @@
-"""Write checkpoints in the released AITQE layout: trained (the demo model) or random (fixtures).
+"""Write checkpoints in the released AITQE layout (the demo model's training, random fixtures).
 
-The layout is what the release's `save_pretrained` produced (see shared design notes):
+The layout is what the release's `save_pretrained` produced, and what its code loads:
 config.json with the Qwen2 fields at top level plus the multimodal fields, weights named
 `model.*`, `vision_model.vision_model.*` (the full SigLIP, dead last layer and head included),
 `mm_projector.{0,2}.*`, `image_newline`, safetensors (optionally sharded with an index) or
@@ -11,61 +11,23 @@ a folder that `vision_model_name_or_path` names (a sub-folder here, since the co
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import (GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer,
-                          SiglipVisionConfig, SiglipVisionModel)
-from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+from transformers import GenerationConfig, Qwen2Config, SiglipVisionConfig
 
 from runtime.image import ImageSpec
-from runtime.prompt import PROMPT
-
-SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]  # besides <|endoftext|>, Qwen2's end of text
-BASE_CORPUS = [
-    PROMPT.format(caption="a photo of a dog on a beach"),
-    '{"Recaption": "", "Overall Score": "5<Overall>", "Overall Explanation": "", '
-    '"Text Quality Score": 3, "Text Quality Explanation": "", "Image-Text Matching Score": 2, '
-    '"Image-Text Matching Explanation": "", "Object Detail Score": 2, "Object Detail Explanation": "", '
-    '"Semantic Understanding Score": 2, "Semantic Understanding Explanation": "", '
-    '"Text/Chart Description Score": 2, "Text/Chart Description Explanation": ""}',
-    "The caption is vague and does not accurately describe the image or its content.",
-    "A man stands in front of a checklist of customer service questions, 0123456789.",
-]
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 512, extra_tokens: list[str] = ()) -> Qwen2Tokenizer:
-    """A byte-level BPE in Qwen2's own form (NFC, Qwen2's split pattern), trained on `texts`.
-
-    Built as transformers' `Qwen2Tokenizer` from the trained vocabulary and merges, so the slow
-    tokenizer of older transformers (vocab.json + merges.txt) reads it the same way. Then
-    <|endoftext|>, SPECIAL_TOKENS and `extra_tokens` (plain added tokens) follow the BPE ids."""
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    bpe.train_from_iterator(texts, trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, bos_token=None, padding_side="left")
-    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    tok.add_tokens(list(extra_tokens))
-    return tok
-
-
-def save_tokenizer(tokenizer: Qwen2Tokenizer, folder: Path) -> None:
+def save_tokenizer(tokenizer, folder: Path) -> None:
     """The tokenizer files of the released layout: tokenizer.json (fast) and the slow tokenizer's
     vocab.json + merges.txt, with a tokenizer_config.json that transformers 4.41 reads too."""
     tokenizer.save_pretrained(str(folder))
     tokenizer.backend_tokenizer.model.save(str(folder))  # vocab.json, merges.txt
     added = {t.content: i for i, t in sorted(tokenizer.added_tokens_decoder.items())}
-    specials = [t for t in SPECIAL_TOKENS if t in added]
+    specials = [t.content for _, t in sorted(tokenizer.added_tokens_decoder.items())
+                if t.special and t.content not in (tokenizer.eos_token, tokenizer.pad_token)]
     (folder / "added_tokens.json").write_text(json.dumps(added, indent=2, ensure_ascii=False))
     (folder / "special_tokens_map.json").write_text(json.dumps(
         {"additional_special_tokens": specials, "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token},
@@ -149,56 +111,3 @@ def save_checkpoint(folder: str | Path, *, config: dict, state: dict[str, torch.
                  "weight_map": {n: f for f, s in zip(names, shards) for n in s}}
         (folder / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2))
     return folder
-
-
-@dataclass(frozen=True)
-class FixtureSpec:
-    """Sizes of a random AITQE-layout checkpoint (defaults: tiny, for unit tests)."""
-
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 128
-    vocab_pad: int = 64           # LM vocab = tokenizer size rounded up to this (as Qwen2 pads)
-    tokenizer_vocab: int = 400
-    max_positions: int = 512
-    vision_hidden: int = 32
-    vision_layers: int = 3
-    vision_heads: int = 2
-    vision_intermediate: int = 64
-    image_size: int = 64
-    patch_size: int = 16
-    init_std: float = 0.2         # larger than HF's 0.02 so random logits are peaked, not ties
-
-
-def random_checkpoint(folder: str | Path, spec: FixtureSpec = FixtureSpec(), *, seed: int = 0,
-                      dtype: torch.dtype = torch.bfloat16, shard_bytes: int | None = None,
-                      fmt: str = "safetensors", corpus: list[str] | None = None) -> Path:
-    """A checkpoint with random weights and a real (small, trained) tokenizer."""
-    torch.manual_seed(seed)
-    tokenizer = train_tokenizer((corpus or []) + BASE_CORPUS, spec.tokenizer_vocab)
-    vocab = -(-len(tokenizer) // spec.vocab_pad) * spec.vocab_pad
-    llm_cfg = Qwen2Config(vocab_size=vocab, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
-                          num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-                          num_key_value_heads=spec.kv_heads, max_position_embeddings=spec.max_positions,
-                          rope_theta=1e6, rms_norm_eps=1e-6, initializer_range=spec.init_std,
-                          tie_word_embeddings=False)
-    vis_cfg = SiglipVisionConfig(hidden_size=spec.vision_hidden, intermediate_size=spec.vision_intermediate,
-                                 num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
-                                 image_size=spec.image_size, patch_size=spec.patch_size, layer_norm_eps=1e-6,
-                                 hidden_act="gelu_pytorch_tanh")
-    state = {f"model.{k}": v for k, v in Qwen2ForCausalLM(llm_cfg).state_dict().items()}
-    state.update({f"vision_model.vision_model.{k}": v for k, v in SiglipVisionModel(vis_cfg).state_dict().items()})
-    gen = torch.Generator().manual_seed(seed)
-    h = spec.hidden
-    state["mm_projector.0.weight"] = torch.randn(h, spec.vision_hidden, generator=gen) / spec.vision_hidden ** 0.5
-    state["mm_projector.0.bias"] = torch.randn(h, generator=gen) * 0.02
-    state["mm_projector.2.weight"] = torch.randn(h, h, generator=gen) / h ** 0.5
-    state["image_newline"] = torch.randn(h, generator=gen)
-    state = {k: v.to(dtype) for k, v in state.items()}
-    config = aitqe_config(llm_cfg, vis_cfg, tokenizer, "siglip")
-    meta = {"fixture": asdict(spec), "seed": seed}
-    config["aitqe_edge_fixture"] = meta
-    return save_checkpoint(folder, config=config, state=state, tokenizer=tokenizer, vision=vis_cfg,
-                           image=ImageSpec(size=spec.image_size), shard_bytes=shard_bytes, fmt=fmt)

@@ -31,9 +31,9 @@ from torch import nn
 from transformers import logging as hf_logging
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
-from runtime.config import AITQEConfig, load_config
+from runtime.model.config import AITQEConfig, load_config
 from runtime.errors import InputError
-from runtime.model import VisionEncoder
+from runtime.model.vision import VisionEncoder
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

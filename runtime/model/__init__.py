@@ -1,0 +1,1 @@
+"""The AITQE model: its config, checkpoint reading and writing, and the vision encoder."""
