@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from calibration.build import CalibrationSet
 from runtime.errors import InputError
 from runtime.formats import METHODS, method
@@ -81,8 +83,10 @@ def calibration_for(args: argparse.Namespace, ck: Checkpoint, source_fingerprint
 
 
 def save_dense(ck: Checkpoint, folder: Path) -> Path:
-    """The 16-bit backbone as a plain Qwen2ForCausalLM folder (+ tokenizer), every method's input."""
-    ck.llm.save_pretrained(folder)
+    """The backbone as a plain Qwen2ForCausalLM folder (+ tokenizer) in the checkpoint's stored dtype
+    (exact: it was loaded from it), every method's input."""
+    stored = getattr(torch, str(ck.config.raw.get("torch_dtype", "bfloat16")), torch.bfloat16)
+    ck.llm.save_pretrained(folder, state_dict={k: v.to(stored) for k, v in ck.llm.state_dict().items()})
     ck.tokenizer.save_pretrained(folder)
     return folder
 

@@ -39,7 +39,7 @@ class FixtureSpec:
     heads: int = 4
     kv_heads: int = 2
     intermediate: int = 128
-    vocab_pad: int = 64           # LM vocab = tokenizer size rounded up to this (as Qwen2 pads)
+    vocab_pad: int = 1            # LM vocab = tokenizer size rounded up to this (Qwen2-7B pads to 152064)
     tokenizer_vocab: int = 400
     max_positions: int = 512
     vision_hidden: int = 32

@@ -29,8 +29,9 @@ def left_pad(rows: list[torch.Tensor], pad_embedding: torch.Tensor) -> tuple[tor
 
 
 def decode_text(tokenizer, ids: list[int]) -> str:
-    """Text of ids, special tokens kept; ids past the tokenizer (padded embedding rows) have no text."""
-    return tokenizer.decode([t for t in ids if t < len(tokenizer)], skip_special_tokens=False)
+    """Text of ids as the original decodes it: special tokens dropped; ids past the tokenizer (padded
+    embedding rows) have no text."""
+    return tokenizer.decode([t for t in ids if t < len(tokenizer)], skip_special_tokens=True)
 
 
 def row_text(tokenizer, ids: list[int], stop: StopRule) -> str:

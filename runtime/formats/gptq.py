@@ -118,8 +118,7 @@ def _quantize(dense_dir: Path, out: Path, cfg: GptqConfig, calibration: list[tor
 def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
     """The backbone with GPTQModel's kernels, in fp16 (its CPU kernels compute only in fp16/bf16).
 
-    On CPU the torch kernel's dequantization is left eager: GPTQModel wraps it in torch.compile, which
-    costs ~15 s on the first batch of even the demo model and was no faster afterwards."""
+    On CPU the torch kernel's dequantization is left eager, not torch.compile'd (docs/design-notes.md)."""
     _workers()
     with quiet_stdout():
         from gptqmodel import BACKEND, GPTQModel

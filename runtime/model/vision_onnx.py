@@ -28,7 +28,7 @@ def _ort():
         import onnxruntime
     except ImportError as e:
         raise InputError("this vision encoder is ONNX and onnxruntime is not installed; "
-                         "pip install 'aitqe-edge[onnx]' (or 'aitqe-edge[gpu]' on a CUDA machine)") from e
+                         "pip install 'aitqe-edge[cpu]' (or 'aitqe-edge[gpu]' on a CUDA machine)") from e
     return onnxruntime
 
 

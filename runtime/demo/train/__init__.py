@@ -8,8 +8,8 @@ released checkpoint layout. It is a demo: it judges synthetic shapes, not real i
 Its tokenizer is a byte-level BPE in Qwen2's form (its normalizer and split pattern, special
 tokens only) trained on the world's texts and the prompt, so the original AITQE code's slow
 tokenizer reads it too; a pair is 9 image + ~40 prompt + ~130 answer tokens.
-The 48-pixel image is cut into 16-pixel patches, one per cell of the world's 3x3 grid: with 8-pixel
-patches that straddle the cells, the tower took thousands of steps to tell shapes apart.
+The 48-pixel image is cut into 16-pixel patches, one per cell of the world's 3x3 grid (why:
+docs/design-notes.md).
 
 Loss is on the answer (the verdict text + EOS), plus two training-only probes
 (`runtime.demo.train.probes`): the scene probe first trains the tower alone for --vision-steps (the

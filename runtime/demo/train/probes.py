@@ -9,9 +9,7 @@ from scratch on a 2-core CPU budget, and these probes stand in for what pretrain
   object phrase, or the text) and says whether the image bears it out. Its routing loss steers a
   few attention heads along the path that judgement needs: to the claim's colour and shape words,
   to the image token of the cell it names, and, where the overall score is written, to the false
-  claims. Without it the LM learned to score a caption by its image alone and gave a
-  one-colour-wrong caption the score of the true one; a check without the routing did not learn
-  the comparison in 800 steps.
+  claims (why both: docs/design-notes.md).
 
 Both are written by hand: they are a few lines each and specific to this world's labels.
 """
