@@ -74,7 +74,7 @@ def run_cost(args, variant: dict, pairs_file: Path, max_new_tokens: int) -> None
            "--device", args.device, "--batch-sizes", args.batch_sizes, "--repeats", str(args.repeats),
            "--max-new-tokens", str(max_new_tokens)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode == 0:
+    if proc.returncode == 0 and proc.stdout.strip():
         variant["cost"] = json.loads(proc.stdout.strip().splitlines()[-1])
     else:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
@@ -143,8 +143,8 @@ def synthetic_variants(args, r: dict, out: Path, work: Path) -> None:
             v.update(path=str(bundle), bits_per_weight=manifest.backbone.bits_per_weight,
                      disk_bytes=bundle_bytes(bundle))
             run_cost(args, v, pairs_file, NEW_TOKENS[args.synthetic])
-        except (InputError, ImportError, ValueError) as e:
-            v["cost_error"] = str(e)
+        except Exception as e:  # one method that cannot be built (a missing library, out of memory) must not end the run
+            v["cost_error"] = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
         shutil.rmtree(bundle, ignore_errors=True)
         report.write(r, out, CAPS_GIB, plots=False)
 

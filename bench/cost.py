@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
              "compute_dtype": str(llm.get_input_embeddings().weight.dtype).removeprefix("torch.")}
         r["weight_bytes"], r["decode_read_bytes"] = weight_bytes(llm)
         r["linear_flops_per_token"] = linear_flops_per_token(llm.config)
-        r["prompt_tokens_mean"] = statistics.mean(len(scorer.prepare(q, args.max_new_tokens).ids)
-                                                  for q in pairs[:max(batch_sizes)])
+        prompts = [len(scorer.prepare(q, args.max_new_tokens).ids) for q in pairs[:max(batch_sizes)]]
+        r["prompt_tokens_mean"], r["prompt_tokens_first"] = statistics.mean(prompts), prompts[0]
         r |= measure(scorer, pairs, batch_sizes=batch_sizes, repeats=args.repeats, output_all=args.output_all,
                      max_new_tokens=args.max_new_tokens, base_rss=base, log=log)
         if args.device.startswith("cuda") and not args.no_fit:

@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from bench.eval.demo import evaluate, report
+try:
+    from bench.eval.demo import evaluate, report
+    from bench.eval.pairs import DEMO_SEED
+except ImportError as e:  # scipy, rouge-score
+    sys.exit(f"error: python -m bench.demo needs {e.name}; install it with: pip install -e '.[bench]'")
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
 from runtime.scorer import Scorer
@@ -17,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.demo", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint or bundle (default: the built-in demo model)")
     p.add_argument("--pairs", type=int, default=500)
-    p.add_argument("--seed", type=int, default=1000, help="demo-world seed (the demo model trained on 0)")
+    p.add_argument("--seed", type=int, default=DEMO_SEED, help="demo-world seed (the demo model trained on 0)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--json", help="also write the figures to this JSON file")

@@ -109,7 +109,7 @@ def cost_table(r: dict) -> list[str]:
             continue
         one, best = c["batches"]["1"], c["batches"][str(c["best_batch"])]
         gbs = c["decode_read_bytes"] / (med(c["decode_ms_per_step"]) / 1000) / 1e9
-        tokens = c["image_tokens"] + c["prompt_tokens_mean"]
+        tokens = c["image_tokens"] + c["prompt_tokens_first"]  # batch 1 runs the first pair
         tflops = c["linear_flops_per_token"] * tokens / (med(c["prefill_ms"]) / 1000) / 1e12
         rows.append(f"| {v['name']} | {c['compute_dtype']} | {c['load_s']:.1f} | {timing(c['encode_ms_b1'])} | "
                     f"{timing(c['prefill_ms'])} | {timing(c['decode_ms_per_step'], 2)} | {timing(one['ms_per_pair'])} | "
@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args[0])
     r = json.loads((out / "results.json").read_text())
+    r.setdefault("variants", [])
     print(", ".join(write(r, out, CAPS_GIB, plots=any(v.get("cost") for v in r["variants"]))))
     return 0
 

@@ -123,7 +123,12 @@ def load(path: str | Path) -> CalibrationSet:
     except (OSError, SafetensorError, ValueError) as e:
         raise InputError(f"{path}: not a readable calibration file ({e}); build one with python -m calibration") from e
     if meta.get("format") != FORMAT:
-        raise InputError(f"{path}: not an aitqe-edge calibration file; build one with python -m calibration")
-    n = meta["count"]
-    return CalibrationSet([tensors.get(f"image.{i}") for i in range(n)],
-                          [tensors[f"ids.{i}"].tolist() for i in range(n)], meta)
+        raise InputError(f"{path}: not an aitqe-edge calibration file (v{FORMAT.rsplit('/', 1)[1]}); "
+                         "build one with python -m calibration")
+    try:
+        cs = CalibrationSet([tensors.get(f"image.{i}") for i in range(meta["count"])],
+                            [tensors[f"ids.{i}"].tolist() for i in range(meta["count"])], meta)
+        cs.record()
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{path}: incomplete calibration file (no {e}); build it again with python -m calibration") from e
+    return cs

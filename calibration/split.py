@@ -44,12 +44,17 @@ def demo_indices(n: int, seed: int, split: str) -> list[int]:
     return out
 
 
-def demo_pairs(n: int, seed: int, split: str, size: int | None = None) -> list[Pair]:
-    """Those examples as pairs, rendered at `size` px (default: the world's own size)."""
+def demo_examples(n: int, seed: int, split: str, size: int | None = None) -> list:
+    """Those examples (runtime.demo.world.Example), rendered at `size` px (default: the world's own size),
+    with their ids."""
     from runtime.demo.world import IMAGE_SIZE, make_example
 
-    return [Pair(e.image, e.caption, demo_id(seed, i)) for i, e in
-            ((i, make_example(seed, i, size or IMAGE_SIZE)) for i in demo_indices(n, seed, split))]
+    return [(demo_id(seed, i), make_example(seed, i, size or IMAGE_SIZE)) for i in demo_indices(n, seed, split)]
+
+
+def demo_pairs(n: int, seed: int, split: str, size: int | None = None) -> list[Pair]:
+    """Those examples as pairs."""
+    return [Pair(e.image, e.caption, pair_id) for pair_id, e in demo_examples(n, seed, split, size)]
 
 
 def file_pairs(path: str | Path, n: int, split: str, seed: int | None = None) -> list[Pair]:

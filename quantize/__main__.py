@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from quantize.backbone import add_calibration_args, add_method_args, method_config
-from quantize.bundle import VISION, CalibrationOptions, build_bundle, bundle_bytes
+from quantize.backbone import CalibrationOptions, add_calibration_args, add_method_args, method_config
+from quantize.bundle import VISION, build_bundle, bundle_bytes
 from runtime.errors import InputError
 
 
@@ -41,10 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     add_calibration_args(p)
     args = p.parse_args(argv)
     try:
-        calibration = CalibrationOptions(args.calibration, args.calibration_samples, args.calibration_text_only,
-                                         args.seed)
         manifest = build_bundle(args.model, args.method, method_config(args), args.output, vision=args.vision,
-                                calibration=calibration, device=args.device, force=args.force)
+                                calibration=CalibrationOptions.from_args(args), device=args.device, force=args.force)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

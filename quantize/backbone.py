@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from calibration.build import CalibrationSet
 from runtime.errors import InputError
 from runtime.formats import METHODS, method
 from runtime.formats.bnb import BnbNf4Config
 from runtime.formats.manifest import Backbone
-from runtime.model.checkpoint import Checkpoint
+from runtime.model.checkpoint import Checkpoint, stored_dtype
 
 # config field -> its value from the command line
 OPTIONS = {
@@ -58,6 +57,20 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Where a calibrated method's set comes from (the command line's calibration options)."""
+
+    calibration: str | None = None       # a file from python -m calibration; None: the built-in set
+    calibration_samples: int = 128
+    calibration_text_only: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CalibrationOptions:
+        return cls(args.calibration, args.calibration_samples, args.calibration_text_only, args.seed)
+
+
 def method_config(args: argparse.Namespace) -> Any:
     """The --method's config from the command line's method options."""
     defaults = method(args.method).config()
@@ -70,22 +83,22 @@ def method_config(args: argparse.Namespace) -> Any:
         raise InputError(str(e)) from e
 
 
-def calibration_for(args: argparse.Namespace, ck: Checkpoint, source_fingerprint: str) -> CalibrationSet:
+def calibration_for(opts: CalibrationOptions, ck: Checkpoint, source_fingerprint: str) -> CalibrationSet:
     """The calibration set: the given file, or the built-in one made with the model's own tower."""
     from calibration.build import build, calibration_pairs, load
     from runtime.scorer import Scorer
 
-    if args.calibration:
-        return load(args.calibration)
-    pairs, source = calibration_pairs(None, args.calibration_samples, args.seed)
-    return build(Scorer.from_checkpoint(ck), pairs, text_only=args.calibration_text_only, seed=args.seed,
+    if opts.calibration:
+        return load(opts.calibration)
+    pairs, source = calibration_pairs(None, opts.calibration_samples, opts.seed)
+    return build(Scorer.from_checkpoint(ck), pairs, text_only=opts.calibration_text_only, seed=opts.seed,
                  source=f"built-in {source}", model_fingerprint=source_fingerprint)
 
 
 def save_dense(ck: Checkpoint, folder: Path) -> Path:
     """The backbone as a plain Qwen2ForCausalLM folder (+ tokenizer) in the checkpoint's stored dtype
     (exact: it was loaded from it), every method's input."""
-    stored = getattr(torch, str(ck.config.raw.get("torch_dtype", "bfloat16")), torch.bfloat16)
+    stored = stored_dtype(ck.config)
     ck.llm.save_pretrained(folder, state_dict={k: v.to(stored) for k, v in ck.llm.state_dict().items()})
     ck.tokenizer.save_pretrained(folder)
     return folder
@@ -134,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = method_config(args)
         ck = load_checkpoint(args.model)
-        cal = calibration_for(args, ck, fingerprint(args.model)) if method(args.method).calibrated else None
+        cal = (calibration_for(CalibrationOptions.from_args(args), ck, fingerprint(args.model))
+               if method(args.method).calibrated else None)
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=False)
         with tempfile.TemporaryDirectory() as work:

@@ -8,31 +8,23 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quantize.backbone import calibration_for, quantize_backbone
+import torch
+
+from quantize.backbone import CalibrationOptions, calibration_for, quantize_backbone
 from quantize.vision import export_vision
 from runtime.errors import InputError
 from runtime.formats import method
 from runtime.formats.manifest import Manifest, Source, write_manifest
-from runtime.model.checkpoint import fingerprint, load_checkpoint
+from runtime.model.checkpoint import fingerprint, load_checkpoint, stored_dtype
+from runtime.model.config import load_config
 
 LIBRARIES = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes", "gptqmodel",
              "onnx", "onnxruntime", "onnxruntime-gpu", "aitqe-edge")
 VISION = ("torch", "onnx", "onnx-fp16")
-
-
-@dataclass(frozen=True)
-class CalibrationOptions:
-    """Where a calibrated method's set comes from (the command line's calibration options)."""
-
-    calibration: str | None = None       # a file from python -m calibration; None: the built-in set
-    calibration_samples: int = 128
-    calibration_text_only: bool = False
-    seed: int = 0
 
 
 def versions() -> dict:
@@ -87,11 +79,15 @@ def build_bundle(model: str | Path, method_name: str, config: Any, output: str |
     output = Path(output)
     tmp = staging_dir(output, force)
     start = time.perf_counter()
-    try:
-        ck = load_checkpoint(model)
-        source = fingerprint(model)
+    try:  # a synthetic variant's source is random: no fingerprint, and no need to compute in fp32
+        ck = load_checkpoint(model, dtype=stored_dtype(load_config(model)) if synthetic else torch.float32)
+        source = "synthetic (random weights)" if synthetic else fingerprint(model)
         cal = (calibration_for(calibration, ck, source)
                if method(method_name).calibrated and not synthetic else None)
+        if cal is not None and cal.provenance["model_fingerprint"] != source:
+            raise InputError(f"--calibration {calibration.calibration}: built with another model "
+                             f"({cal.provenance['model_fingerprint'][:19]}...); build it with python -m calibration "
+                             f"--model {model}")
         backbone = quantize_backbone(ck, method_name, config, tmp / "backbone", calibration=cal, device=device,
                                      work=tmp / ".work", synthetic=synthetic)
         entries = tuple(export_vision(ck, tmp / "vision", *vision_spec(v, method_name)) for v in vision)
@@ -102,7 +98,7 @@ def build_bundle(model: str | Path, method_name: str, config: Any, output: str |
             source=Source(str(Path(model).resolve()), source), backbone=backbone, vision=entries, image=cfg.image,
             image_tokens=cfg.image_tokens, eos=cfg.eos, pad_token_id=cfg.pad_token_id,
             calibration=cal.record() if cal is not None else None,
-            note=(cfg.raw.get("aitqe_edge_demo") or {}).get("note"),
+            note=cfg.note,
             quantize_seconds=round(time.perf_counter() - start, 1), versions=versions()))
         move_into_place(tmp, output)
     except BaseException:

@@ -36,6 +36,10 @@ class ImageSpec:
     @classmethod
     def from_processor_config(cls, d: dict) -> ImageSpec:
         """Build from a HF preprocessor_config.json dict; missing keys take the defaults above."""
+        off = [k for k in ("do_resize", "do_rescale", "do_normalize") if d.get(k, True) is False]
+        if off:
+            raise InputError(f"preprocessor config: {', '.join(off)} false is not supported; AITQE's SigLIP "
+                             "processor resizes, rescales and normalizes")
         size = d.get("size", cls.size)
         if isinstance(size, dict):
             if "shortest_edge" in size and "height" not in size:

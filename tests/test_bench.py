@@ -110,9 +110,11 @@ def test_bench_times_what_runtime_score_runs(bundles, tmp_path, capsys):
 def test_bench_refuses_a_candidate_calibrated_on_its_pairs(bundles, tmp_path, capsys):
     from calibration.build import build, save
     from calibration.split import demo_pairs
+    from runtime.model.checkpoint import fingerprint
 
     scorer = Scorer.from_pretrained(DEMO_MODEL, device="cpu")
-    leaky = build(scorer, demo_pairs(8, 1000, "evaluation"), source="evaluation pairs on purpose")
+    leaky = build(scorer, demo_pairs(8, 1000, "evaluation"), source="evaluation pairs on purpose",
+                  model_fingerprint=fingerprint(DEMO_MODEL))
     save(leaky, tmp_path / "leaky.safetensors")
     assert quantize(["--model", str(DEMO_MODEL), "--method", "gptq-int4", "--calibration",
                      str(tmp_path / "leaky.safetensors"), "--output", str(tmp_path / "leaky")]) == 0

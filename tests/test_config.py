@@ -104,3 +104,13 @@ def test_debug_flag_says_which_end_of_generation_id_is_used(capsys):
     out, err = capsys.readouterr()
     assert rc == 0 and json.loads(out)["error"] is None
     assert "end of generation: token ids [765] from generation_config.json" in err
+
+
+def test_preprocessor_config_that_the_tower_cannot_take_is_refused(tmp_path):
+    for name, edit, message in (("size", {"size": {"height": 64, "width": 64}}, "differs from the vision config"),
+                                ("norm", {"do_normalize": False}, "do_normalize false is not supported")):
+        root = variant(tmp_path, name, generation={})
+        proc = root / "siglip" / "preprocessor_config.json"
+        proc.write_text(json.dumps({**json.loads(proc.read_text()), **edit}))
+        with pytest.raises(InputError, match=message):
+            load_config(root)

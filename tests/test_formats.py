@@ -9,7 +9,8 @@ import json
 import pytest
 from safetensors import safe_open
 
-from quantize.bundle import CalibrationOptions, build_bundle
+from quantize.backbone import CalibrationOptions
+from quantize.bundle import build_bundle
 from runtime.errors import InputError
 from runtime.formats import METHODS, method
 from runtime.formats.manifest import FORMAT_VERSION, read_manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,3 +93,15 @@ def test_existing_output_needs_force(bundles, tiny_ckpt, capsys):
     assert main(["--model", str(tiny_ckpt), "--method", "fp16", "--output", str(target), "--force"]) == 0
     assert read_manifest(target).backbone.method == "fp16"
     assert not list(target.parent.glob(".bf16.*"))  # no temp folders left behind
+
+
+def test_calibration_built_with_another_model_is_refused(tiny_ckpt, tmp_path, capsys):
+    from calibration.__main__ import main as calibration_main
+
+    golden = Path(__file__).parent / "data" / "faithfulness" / "checkpoint"
+    assert calibration_main(["--model", str(golden), "--output", str(tmp_path / "c.safetensors"), "--samples", "2"]) == 0
+    assert main(["--model", str(tiny_ckpt), "--method", "gptq-int4", "--group-size", "32", "--calibration",
+                 str(tmp_path / "c.safetensors"), "--output", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --calibration") and "built with another model" in err
+    assert not (tmp_path / "b").exists()

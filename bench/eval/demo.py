@@ -15,17 +15,17 @@ import random
 from scipy.stats import spearmanr
 
 from bench.eval.metrics import agreement, correlation, mean, token_f1, within_1
-from calibration.split import demo_id, demo_indices
-from runtime.demo.world import ASPECTS, caption_for, make_example
+from calibration.split import demo_examples
+from runtime.demo.world import ASPECTS, caption_for
 from runtime.scorer import Pair, Scorer
 
 WRONG = ("wrong_colour", "wrong_shape", "wrong_count", "wrong_position", "vague", "unrelated")
 
 
 def evaluate(scorer: Scorer, *, n: int, seed: int, batch_size: int, quiet: bool = False) -> dict:
-    indices = demo_indices(n, seed, "evaluation")
-    exs = [make_example(seed, i, scorer.image_spec.size) for i in indices]
-    pairs = [Pair(e.image, e.caption, demo_id(seed, i)) for i, e in zip(indices, exs)]
+    examples = demo_examples(n, seed, "evaluation", scorer.image_spec.size)
+    exs = [e for _, e in examples]
+    pairs = [Pair(e.image, e.caption, pair_id) for pair_id, e in examples]
     verdicts = scorer.score_many(pairs, batch_size=batch_size, output_all=True, desc="held-out pairs", quiet=quiet)
     gold = [int(e.verdict["Overall Score"].split("<")[0]) for e in exs]
     pred = [v.overall_score for v in verdicts]

@@ -85,8 +85,8 @@ class ReferenceDecoder:
         first = FirstToken()
         start = time.perf_counter()
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config,
-                                tokenizer=self.tokenizer, streamer=first)
+                                tokenizer=self.tokenizer, streamer=first).tolist()  # to the host: the work is done
         seconds = time.perf_counter() - start
-        ids = [finished(self.tokenizer, seq, stop) for seq in out.tolist()]
-        return Decoded(ids, [row_text(self.tokenizer, r, stop) for r in ids], seconds, out.shape[1],
-                       (first.at or time.perf_counter()) - start)
+        ids = [finished(self.tokenizer, seq, stop) for seq in out]
+        return Decoded(ids, [row_text(self.tokenizer, r, stop) for r in ids], seconds, len(out[0]),
+                       (first.at or start + seconds) - start)

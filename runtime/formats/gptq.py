@@ -1,12 +1,9 @@
 """gptq-int4 / gptq-int8: GPTQ (Frantar et al. 2022, arXiv:2210.17323) on AITQE's own inputs.
 
-Library: GPTQModel 7.7 (the maintained successor of auto-gptq, which optimum and transformers' GPTQ
-loading now require). Tried and rejected: auto-gptq 0.7.1 (unmaintained, does not build on current
-torch/transformers); GPTQModel 7.0 (fails to import with transformers 5.24); torchao 0.18
-`prototype.gptq` (4-bit needs the `mslk` package, an empty placeholder on PyPI; 8-bit is CUDA-only;
-it writes torchao tensors, not the GPTQ format). GPTQModel writes the standard GPTQ format
-(`quant_method: "gptq"`, qweight/qzeros/scales/g_idx) that transformers and vLLM load, and loads it
-with its kernels (CPU: its torch kernel, computing in fp16; CUDA: the fastest it finds).
+Library: GPTQModel 7.7, the maintained successor of auto-gptq, which optimum and transformers' GPTQ
+loading now require (the alternatives, and why not: docs/design-notes.md). It writes the standard
+GPTQ format (`quant_method: "gptq"`, qweight/qzeros/scales/g_idx) that transformers and vLLM load,
+and loads it with its kernels (CPU: its torch kernel, computing in fp16; CUDA: the fastest it finds).
 
 Multimodal calibration: GPTQModel calibrates on token ids only, so each calibration sequence
 (image embeddings + prompt [+ answer] token embeddings, from `calibration/`) gets a placeholder id,

@@ -121,7 +121,7 @@ def read_manifest(root: str | Path) -> Manifest:
                          f"v{FORMAT_VERSION}: {RECREATE}")
     try:
         return Manifest.from_dict(d)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise InputError(f"{root}/manifest.json: malformed ({type(e).__name__}: {e}); {RECREATE}") from e
 
 

@@ -165,6 +165,14 @@ def load_checkpoint(root: str | Path, *, dtype: torch.dtype = torch.float32, dev
     return Checkpoint(cfg, tokenizer, modules.llm, modules.vision, modules.image_newline.detach())
 
 
+def stored_dtype(cfg: AITQEConfig) -> torch.dtype:
+    """The dtype config.json says the weights are stored in (`torch_dtype`, or `dtype` in newer
+    transformers); bf16, the released dtype, when it says none."""
+    name = str(cfg.raw.get("torch_dtype") or cfg.raw.get("dtype") or "bfloat16")
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.bfloat16
+
+
 def fingerprint(root: str | Path) -> str:
     """sha256 over config.json and every weight file (name and bytes): identifies a checkpoint."""
     root = Path(root)

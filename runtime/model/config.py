@@ -14,7 +14,7 @@ so400m-patch14-384 values are used and later checked against the weights' shapes
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import Qwen2Config, SiglipVisionConfig
@@ -82,8 +82,7 @@ class AITQEConfig:
     image_tokens: int
     eos: Eos
     pad_token_id: int
-    projector_type: str = "mlp"
-    extra: dict = field(default_factory=dict)
+    note: str | None = None  # the demo model's: it is not AITQE
 
 
 def _read_json(path: Path) -> dict:
@@ -166,9 +165,15 @@ def _vision_config(raw: dict, root: Path) -> tuple[SiglipVisionConfig, ImageSpec
     cfg = _read_json(folder / "config.json")
     vis = cfg.get("vision_config", cfg)  # a full SiglipConfig nests the vision part
     keep = {k: v for k, v in vis.items() if k in SiglipVisionConfig().to_dict() and k != "model_type"}
+    vision = SiglipVisionConfig(**keep)
     proc = folder / "preprocessor_config.json"
-    spec = ImageSpec.from_processor_config(_read_json(proc) if proc.is_file() else {})
-    return SiglipVisionConfig(**keep), spec, str(folder)
+    if not proc.is_file():
+        return vision, ImageSpec(size=vision.image_size), str(folder)
+    spec = ImageSpec.from_processor_config(_read_json(proc))
+    if spec.size != vision.image_size:
+        raise InputError(f"{proc}: image size {spec.size} differs from the vision config's image_size "
+                         f"{vision.image_size}; the tower needs its own size, fix one of the two files")
+    return vision, spec, str(folder)
 
 
 def load_config(root: str | Path) -> AITQEConfig:
@@ -192,11 +197,10 @@ def load_config(root: str | Path) -> AITQEConfig:
     if raw.get("image_tile_tokens", tokens) != tokens:
         raise InputError(f"{path}: image_tile_tokens {raw['image_tile_tokens']} does not match the vision "
                          f"config ({vision.image_size}px / patch {vision.patch_size} = {tokens} tokens)")
-    if spec.size != vision.image_size:
-        spec = replace(spec, size=vision.image_size)
     return AITQEConfig(
         root=root, raw=raw, llm=llm, vision=vision, image=spec, vision_config_source=source,
         image_tokens=tokens, eos=resolve_eos(root, raw),
         pad_token_id=token_id(raw.get("pad_token_id", MMCONFIG_DEFAULTS["pad_token_id"]), "pad_token_id",
                               llm.vocab_size, path),
+        note=(raw.get("aitqe_edge_demo") or {}).get("note"),
     )
