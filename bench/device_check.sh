@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check: sized for <= 6 minutes on one H100/H200, wheels included.
+# The GPU check, wheels included. Not yet timed on a GPU since synthetic variants became real bundles
+# (a random 7B checkpoint, then each method's bundle of it); PAIRS, BATCHES and SHAPE trim it.
 #
 #   bash bench/fetch_wheels.sh                  # here, once: .whl/ for the GPU machine (~50 MB)
 #   bash bench/device_check.sh                  # there, from the repository root (OUT names the result folder)
 #   SHAPE=tiny DEVICE=cpu WHEELS= bash bench/device_check.sh   # the same steps on a CPU, tiny shapes
 # PYTHON names the interpreter (default python3); WHEELS the wheel folder (default .whl, empty: none).
 #
-# 1. full-size AITQE shapes (Qwen2-7B + SigLIP so400m, random weights): bf16 vs bnb-int8 vs bnb-nf4 vs
-#    gptq-int4, cost and measured consumer-GPU fit, vision tower included;
+# 1. full-size AITQE shapes (Qwen2-7B + SigLIP so400m, random-weight bundles): bf16 vs bnb-int8 vs bnb-nf4
+#    vs gptq-int4, cost and measured consumer-GPU fit, vision tower included;
 # 2. the demo model quantized by every method on this device, accuracy + cost against its 16-bit self.
 # Reports and JSON go to $OUT (each results.json is rewritten after every variant); the summary table
 # of step 1 is printed last.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from quantize.backbone import CalibrationOptions, calibration_for, quantize_backbone
 from quantize.vision import export_vision
@@ -77,6 +78,7 @@ def build_bundle(model: str | Path, method_name: str, config: Any, output: str |
     """Quantize checkpoint `model` with `method_name` into the bundle folder `output`. `synthetic`:
     the method's random-weight variant (no calibration), for cost measurements only."""
     output = Path(output)
+    hf_logging.disable_progress_bar()  # the command prints one summary line, not per-step bars
     tmp = staging_dir(output, force)
     start = time.perf_counter()
     try:  # a synthetic variant's source is random: no fingerprint, and no need to compute in fp32
