@@ -12,6 +12,7 @@ from typing import Protocol
 
 import torch
 
+
 @dataclass(frozen=True)
 class StopRule:
     """When a row ends: after one of `eos_ids` (kept in its ids), or once its text holds `mark`."""
