@@ -25,10 +25,9 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
     vocab.json + merges.txt, with a tokenizer_config.json that transformers 4.41 reads too."""
     tokenizer.save_pretrained(str(folder))
     tokenizer.backend_tokenizer.model.save(str(folder))  # vocab.json, merges.txt
-    added = {t.content: i for i, t in sorted(tokenizer.added_tokens_decoder.items())}
-    specials = [t.content for _, t in sorted(tokenizer.added_tokens_decoder.items())
-                if t.special and t.content not in (tokenizer.eos_token, tokenizer.pad_token)]
-    (folder / "added_tokens.json").write_text(json.dumps(added, indent=2, ensure_ascii=False))
+    added = sorted(tokenizer.added_tokens_decoder.items())
+    specials = [t.content for _, t in added if t.special and t.content not in (tokenizer.eos_token, tokenizer.pad_token)]
+    (folder / "added_tokens.json").write_text(json.dumps({t.content: i for i, t in added}, indent=2, ensure_ascii=False))
     (folder / "special_tokens_map.json").write_text(json.dumps(
         {"additional_special_tokens": specials, "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token},
         indent=2))
@@ -36,7 +35,7 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
         "add_prefix_space": False,
         "added_tokens_decoder": {str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
                                           "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
-                                 for i, t in sorted(tokenizer.added_tokens_decoder.items())},
+                                 for i, t in added},
         "additional_special_tokens": specials, "bos_token": None, "clean_up_tokenization_spaces": False,
         "eos_token": tokenizer.eos_token, "errors": "replace", "model_max_length": tokenizer.model_max_length,
         "pad_token": tokenizer.pad_token, "padding_side": "left", "split_special_tokens": False,
