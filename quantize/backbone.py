@@ -22,7 +22,7 @@ from runtime.errors import InputError
 from runtime.formats import METHODS, method
 from runtime.formats.bnb import BnbNf4Config
 from runtime.formats.manifest import Backbone
-from runtime.model.checkpoint import Checkpoint, stored_dtype
+from runtime.model.checkpoint import DTYPES, Checkpoint, stored_dtype
 
 # config field -> its value from the command line
 OPTIONS = {
@@ -41,7 +41,7 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asym", action="store_true", help="gptq: asymmetric grid (vLLM's Marlin needs symmetric)")
     g.add_argument("--damp", type=float, default=0.01, help="gptq: Hessian dampening")
     g.add_argument("--no-double-quant", action="store_true", help="bnb-nf4: do not quantize the scales")
-    g.add_argument("--compute-dtype", choices=["bf16", "fp16", "fp32"], default=BnbNf4Config.compute_dtype,
+    g.add_argument("--compute-dtype", choices=list(DTYPES), default=BnbNf4Config.compute_dtype,
                    help="bnb-nf4 matmul dtype")
     g.add_argument("--int8-threshold", type=float, default=6.0, help="bnb-int8 outlier threshold")
     g.add_argument("--quantize-lm-head", action="store_true", help="bnb: quantize lm_head too")
