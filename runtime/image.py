@@ -9,10 +9,12 @@ truncated, tiny, decompression bombs, odd color modes) with clear one-line error
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -92,14 +94,28 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise InputError(f"{where}: permission denied; make the file readable") from None
     except (OSError, ValueError) as e:  # ValueError: NUL byte or unencodable characters in the path
         raise InputError(f"{where}: cannot read the file ({_one_line(e)}); check the path") from None
-    with f, warnings.catch_warnings():
+    with f:
+        return _decode(f, where)
+
+
+def load_image_bytes(data: bytes, name: str) -> Image.Image:
+    """Like `load_image`, for an image held in memory (a shard member or a Parquet cell); `name`
+    says where it came from in errors."""
+    if not data:
+        raise InputError(f"image {_show(name)}: file is empty; pass a JPEG/PNG/WebP/... image")
+    return _decode(io.BytesIO(data), f"image {_show(name)}")
+
+
+def _decode(f: BinaryIO, where: str) -> Image.Image:
+    """An open binary file of an untrusted image -> a fully loaded RGB image, or InputError."""
+    with warnings.catch_warnings():
         # PIL's own bomb check (in Image.open) must not just warn.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             im = Image.open(f)
         except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             if isinstance(e, UnidentifiedImageError):
-                empty = os.fstat(f.fileno()).st_size == 0
+                empty = f.seek(0, io.SEEK_END) == 0
                 what = "file is empty" if empty else "not a recognized image format"
                 raise InputError(f"{where}: {what}; pass a JPEG/PNG/WebP/... image file") from None
             raise InputError(f"{where}: too many pixels, over the limit of {MAX_PIXELS:,} "

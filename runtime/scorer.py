@@ -24,7 +24,7 @@ from runtime.engine.reference import ReferenceDecoder
 from runtime.errors import InputError
 from runtime.formats.bundle import load_bundle
 from runtime.formats.manifest import is_bundle
-from runtime.image import ImageSpec, load_image, preprocess
+from runtime.image import ImageSpec, load_image, load_image_bytes, preprocess
 from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.model.config import Eos
 from runtime.parse import OVERALL_MARK, parse_output, to_dict
@@ -35,7 +35,7 @@ DEFAULT_MAX_NEW_TOKENS = 384
 
 @dataclass
 class Pair:
-    image: str | Path | Image.Image
+    image: str | Path | Image.Image | bytes  # a path, a decoded image, or an encoded image's bytes
     caption: str
     id: Any = None
 
@@ -144,7 +144,12 @@ class Scorer:
         """Validate one pair (CPU): its pixels and prompt ids, or InputError."""
         budget = self.max_positions - self.image_tokens - max_new_tokens
         prompt = prompt_ids(self.tokenizer, pair.caption, budget)
-        image = pair.image if isinstance(pair.image, Image.Image) else load_image(pair.image)
+        if isinstance(pair.image, Image.Image):
+            image = pair.image
+        elif isinstance(pair.image, (bytes, bytearray, memoryview)):
+            image = load_image_bytes(bytes(pair.image), str(pair.id))
+        else:
+            image = load_image(pair.image)
         return Prepared(preprocess([image.convert("RGB")], self.image_spec)[0], prompt.ids, prompt.truncated)
 
     @torch.inference_mode()

@@ -287,3 +287,14 @@ def test_returned_image_is_independent_of_file(tmp_path):
     im = load_image(p)
     os.remove(p)
     assert np.asarray(im).shape == (48, 64, 3)
+
+
+def test_bytes_load_like_files(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (20, 10), (200, 30, 7)).save(path)
+    data = path.read_bytes()
+    assert np.array_equal(np.asarray(image_mod.load_image_bytes(data, "k1")), np.asarray(load_image(path)))
+    with pytest.raises(InputError, match="k2: file is empty"):
+        image_mod.load_image_bytes(b"", "k2")
+    with pytest.raises(InputError, match="k3: image data is truncated"):
+        image_mod.load_image_bytes(data[: len(data) // 2], "k3")
