@@ -296,5 +296,5 @@ def test_bytes_load_like_files(tmp_path):
     assert np.array_equal(np.asarray(image_mod.load_image_bytes(data, "k1")), np.asarray(load_image(path)))
     with pytest.raises(InputError, match="k2: file is empty"):
         image_mod.load_image_bytes(b"", "k2")
-    with pytest.raises(InputError, match="k3: image data is truncated"):
+    with pytest.raises(InputError, match="k3: (image data is truncated|not a valid image)"):
         image_mod.load_image_bytes(data[: len(data) // 2], "k3")
