@@ -291,10 +291,10 @@ def test_returned_image_is_independent_of_file(tmp_path):
 
 def test_bytes_load_like_files(tmp_path):
     path = tmp_path / "a.png"
-    Image.new("RGB", (20, 10), (200, 30, 7)).save(path)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(path)
     data = path.read_bytes()
     assert np.array_equal(np.asarray(image_mod.load_image_bytes(data, "k1")), np.asarray(load_image(path)))
     with pytest.raises(InputError, match="k2: file is empty"):
         image_mod.load_image_bytes(b"", "k2")
-    with pytest.raises(InputError, match="k3: (image data is truncated|not a valid image)"):
+    with pytest.raises(InputError, match="k3: image data is truncated"):
         image_mod.load_image_bytes(data[: len(data) // 2], "k3")
