@@ -13,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any, Callable
 
 import torch
@@ -24,29 +26,13 @@ from runtime.engine.reference import ReferenceDecoder
 from runtime.errors import InputError
 from runtime.formats.bundle import load_bundle
 from runtime.formats.manifest import is_bundle
-from runtime.image import ImageSpec, load_image, load_image_bytes, preprocess
+from runtime.image import ImageSpec
 from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.model.config import Eos
 from runtime.parse import OVERALL_MARK, parse_output, to_dict
-from runtime.prompt import prompt_ids
+from runtime.pipeline import Pair, Prepared, Preparer, prepared
 
 DEFAULT_MAX_NEW_TOKENS = 384
-
-
-@dataclass
-class Pair:
-    image: str | Path | Image.Image | bytes  # a path, a decoded image, or an encoded image's bytes
-    caption: str
-    id: Any = None
-
-
-@dataclass
-class Prepared:
-    """A pair ready for the model: its pixels [3, S, S] and its prompt's token ids."""
-
-    pixels: torch.Tensor
-    ids: list[int]
-    truncated: bool  # the caption was cut to fit the context
 
 
 @dataclass
@@ -56,6 +42,7 @@ class Verdict:
     id: Any
     model: str
     overall_score: int | None = None
+    overall_expected: float | None = None  # probability-weighted overall score (runtime.expected)
     recaption: str | None = None
     overall_explanation: str | None = None
     sub_scores: dict = field(default_factory=dict)
@@ -140,17 +127,13 @@ class Scorer:
 
     # ---------------------------------------------------------------- the stages
 
+    @property
+    def preparer(self) -> Preparer:
+        return Preparer(self.tokenizer, self.image_spec, self.image_tokens, self.max_positions)
+
     def prepare(self, pair: Pair, max_new_tokens: int) -> Prepared:
         """Validate one pair (CPU): its pixels and prompt ids, or InputError."""
-        budget = self.max_positions - self.image_tokens - max_new_tokens
-        prompt = prompt_ids(self.tokenizer, pair.caption, budget)
-        if isinstance(pair.image, Image.Image):
-            image = pair.image
-        elif isinstance(pair.image, (bytes, bytearray, memoryview)):
-            image = load_image_bytes(bytes(pair.image), str(pair.id))
-        else:
-            image = load_image(pair.image)
-        return Prepared(preprocess([image.convert("RGB")], self.image_spec)[0], prompt.ids, prompt.truncated)
+        return self.preparer(pair, max_new_tokens)
 
     @torch.inference_mode()
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -184,14 +167,32 @@ class Scorer:
     def score_batch(self, pairs: list[Pair], *, output_all: bool = False,
                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Verdict]:
         """Score pairs together (one forward batch); bad pairs get an error, the rest are scored."""
-        verdicts = [Verdict(id=p.id, model=self.model_id, note=self.note) for p in pairs]
         start = time.perf_counter()
+        ready = list(prepared(self.preparer, pairs, max_new_tokens))
+        return self._score_prepared(ready, output_all, max_new_tokens, time.perf_counter() - start)
+
+    def score_stream(self, pairs: Iterable[Pair], *, batch_size: int = 8, workers: int = 0,
+                     output_all: bool = False, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[Verdict]:
+        """One verdict per pair, in input order, for a stream of any length: `workers` processes
+        prepare pairs ahead of the model (0: in this process), batches of `batch_size` are scored."""
+        stream = prepared(self.preparer, pairs, max_new_tokens, workers)
+        while True:
+            start = time.perf_counter()
+            chunk = list(islice(stream, batch_size))
+            if not chunk:
+                return
+            with torch.inference_mode():
+                yield from self._score_prepared(chunk, output_all, max_new_tokens, time.perf_counter() - start)
+
+    def _score_prepared(self, chunk: list[tuple[Pair, Prepared | InputError]], output_all: bool,
+                        max_new_tokens: int, prepare_seconds: float) -> list[Verdict]:
+        verdicts = [Verdict(id=p.id, model=self.model_id, note=self.note) for p, _ in chunk]
         ready = []
-        for v, p in zip(verdicts, pairs):
-            try:
-                ready.append((v, self.prepare(p, max_new_tokens)))
-            except InputError as e:
-                v.error = str(e)
+        for v, (_, r) in zip(verdicts, chunk):
+            if isinstance(r, InputError):
+                v.error = str(r)
+            else:
+                ready.append((v, r))
         if not ready:
             return verdicts
         encode_start = time.perf_counter()
@@ -199,15 +200,15 @@ class Scorer:
         self._sync()  # the vision tower's time counts here, not in the prefill
         decode_start = time.perf_counter()
         decoded = self.decode(rows, output_all=output_all, max_new_tokens=max_new_tokens)
-        timings = {"batch_size": len(ready), "prepare_ms": round(1000 * (encode_start - start), 2),
+        timings = {"batch_size": len(ready), "prepare_ms": round(1000 * prepare_seconds, 2),
                    "encode_ms": round(1000 * (decode_start - encode_start), 2),
                    "prefill_ms": round(1000 * decoded.prefill_seconds, 2),
                    "decode_ms": round(1000 * decoded.seconds, 2), "decode_steps": decoded.steps}
-        for (v, prepared), text, ids in zip(ready, decoded.texts, decoded.ids):
+        for (v, prep), text, ids in zip(ready, decoded.texts, decoded.ids):
             parsed = self.parse(text, output_all)
             v.overall_score, v.recaption = parsed["overall_score"], parsed["recaption"]
             v.overall_explanation, v.sub_scores = parsed["overall_explanation"], parsed["sub_scores"]
-            v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, prepared.truncated
+            v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, prep.truncated
             v.timings = {**timings, "new_tokens": len(ids)}
         return verdicts
 

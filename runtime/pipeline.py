@@ -1,0 +1,101 @@
+"""Prepare pairs ahead of the model: read, decode and preprocess images, tokenize prompts.
+
+`prepared(preparer, pairs, workers)` yields each pair with its `Prepared` (or the `InputError` that
+refused it) in input order. With workers > 0 the work runs in that many processes (spawned, so
+the model's threads and CUDA context are never forked), a bounded window ahead of the consumer:
+at most `workers * AHEAD` pairs are in flight, so a stream of millions of pairs, or of image bytes
+from shards, never piles up in memory. The standard library's process pool is enough here: the
+work is one pure function per pair, and order is kept by waiting on futures in submission order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from runtime.errors import InputError
+from runtime.image import ImageSpec, load_image, load_image_bytes, preprocess
+from runtime.prompt import prompt_ids
+
+AHEAD = 4  # pairs in flight per worker
+
+
+@dataclass
+class Pair:
+    image: str | Path | Image.Image | bytes  # a path, a decoded image, or an encoded image's bytes
+    caption: str
+    id: Any = None
+
+
+@dataclass
+class Prepared:
+    """A pair ready for the model: its pixels [3, S, S] and its prompt's token ids."""
+
+    pixels: torch.Tensor
+    ids: list[int]
+    truncated: bool  # the caption was cut to fit the context
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """What the CPU side of scoring needs (picklable, small): the tokenizer and the image spec."""
+
+    tokenizer: Any
+    image_spec: ImageSpec
+    image_tokens: int
+    max_positions: int
+
+    def __call__(self, pair: Pair, max_new_tokens: int) -> Prepared:
+        """Validate one pair: its pixels and prompt ids, or InputError."""
+        budget = self.max_positions - self.image_tokens - max_new_tokens
+        prompt = prompt_ids(self.tokenizer, pair.caption, budget)
+        if isinstance(pair.image, Image.Image):
+            image = pair.image.convert("RGB")
+        elif isinstance(pair.image, (bytes, bytearray, memoryview)):
+            image = load_image_bytes(bytes(pair.image), str(pair.id))
+        else:
+            image = load_image(pair.image)
+        return Prepared(preprocess([image], self.image_spec)[0], prompt.ids, prompt.truncated)
+
+
+def _prepare_one(preparer: Preparer, pair: Pair, max_new_tokens: int) -> Prepared | InputError:
+    try:
+        return preparer(pair, max_new_tokens)
+    except InputError as e:
+        return e
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def prepared(preparer: Preparer, pairs: Iterable[Pair], max_new_tokens: int,
+             workers: int = 0) -> Iterator[tuple[Pair, Prepared | InputError]]:
+    """Each pair with its Prepared, or the InputError that refused it, in input order."""
+    if workers <= 0:
+        for pair in pairs:
+            yield pair, _prepare_one(preparer, pair, max_new_tokens)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        window: deque = deque()
+        try:
+            for pair in pairs:
+                window.append((pair, pool.submit(_prepare_one, preparer, pair, max_new_tokens)))
+                if len(window) >= workers * AHEAD:
+                    p, f = window.popleft()
+                    yield p, f.result()
+            while window:
+                p, f = window.popleft()
+                yield p, f.result()
+        finally:
+            for _, f in window:
+                f.cancel()
