@@ -1,7 +1,9 @@
 """Cost of one variant, in a process of its own: `python -m bench.cost --model PATH --pairs PAIRS.jsonl
 [--device cpu|cuda]`; prints one JSON object.
 
-It times exactly what `python -m runtime.score` runs: `Scorer.score_batch` on pairs read from a
+It times exactly what `python -m runtime.score` runs, with the engine it is given (--engine):
+`Scorer.score_stream` (batch mode: continuous batching with the fast engine) for pairs/s on a
+stream of pairs, and `Scorer.score_batch` (one batch) for the stage timings, on pairs read from a
 pairs file (image files, captions), in the default stop-at-Overall mode unless --output-all, with
 the stage timings the scorer itself records (prepare, encode, prefill, decode). A fresh process per
 variant keeps its load time, peak memory and memory-capped runs free of the other variants. For
@@ -16,9 +18,12 @@ this runtime's own stages; llama-bench and vLLM's benchmarks time their own engi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import random
 import statistics
 import sys
+import threading
 import time
 from itertools import cycle, islice
 
@@ -27,7 +32,7 @@ import torch
 from bench.ceilings import sync
 from runtime.errors import InputError
 from runtime.pairs import read_pairs
-from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer
+from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer
 
 CAPS_GIB = (24, 16, 12, 8)
 
@@ -68,10 +73,80 @@ def run_once(scorer: Scorer, pairs: list[Pair], output_all: bool, max_new_tokens
             "new_tokens": [v.timings["new_tokens"] for v in verdicts], "texts": [v.raw_text for v in verdicts]}
 
 
+def set_batch(scorer: Scorer, b: int) -> None:
+    """Decode b rows together, as `runtime.score --batch-size b` does."""
+    if hasattr(scorer.decoder, "set_slots"):
+        scorer.decoder.set_slots(b)
+
+
+class Busy:
+    """The GPU's own utilization (NVML, through torch), sampled every 50 ms while in use; None without it."""
+
+    def __init__(self, device: str):
+        self.samples: list[float] = []
+        self.on = device.startswith("cuda")
+        if self.on:
+            try:
+                torch.cuda.utilization()
+            except Exception:  # no NVML (pynvml) on this machine
+                self.on = False
+
+    def __enter__(self):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        if self.on:
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.05):
+            self.samples.append(torch.cuda.utilization())
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.on:
+            self.thread.join()
+
+    @property
+    def idle_share(self) -> float | None:
+        return 1 - statistics.mean(self.samples) / 100 if self.samples else None
+
+
+def stream_once(scorer: Scorer, pairs: list[Pair], b: int, output_all: bool, max_new_tokens: int) -> dict:
+    """`score_stream` of all `pairs` with b rows decoded together (what batch mode runs): pairs/s."""
+    sync(scorer.device)
+    start = time.perf_counter()
+    with Busy(scorer.device) as busy:
+        verdicts = list(scorer.score_stream(pairs, batch_size=b, output_all=output_all, max_new_tokens=max_new_tokens))
+        sync(scorer.device)
+    wall = time.perf_counter() - start
+    bad = [v.error for v in verdicts if v.error]
+    if bad:
+        raise InputError(f"a benchmark pair failed: {bad[0]}")
+    return {"pairs_per_s": len(pairs) / wall, "gpu_idle_share": busy.idle_share,
+            "new_tokens_mean": statistics.mean(v.timings["new_tokens"] for v in verdicts)}
+
+
+def with_lengths(pairs: list[Pair], lengths: str | None, seed: int = 0) -> list[Pair]:
+    """Pairs with token budgets drawn from `uniform:LO:HI` (for random weights, which never stop by
+    themselves): the length mix of real verdicts, stop-at-Overall ones being ~15-100 tokens."""
+    if not lengths:
+        return pairs
+    try:
+        kind, lo, hi = lengths.split(":")
+        lo, hi = int(lo), int(hi)
+        assert kind == "uniform" and 1 <= lo <= hi
+    except (ValueError, AssertionError):
+        raise InputError(f"--lengths {lengths!r}: expected uniform:LO:HI with 1 <= LO <= HI") from None
+    rng = random.Random(seed)
+    return [dataclasses.replace(p, max_new_tokens=rng.randint(lo, hi)) for p in pairs]
+
+
 def measure(scorer: Scorer, pairs: list[Pair], *, batch_sizes: list[int], repeats: int, output_all: bool,
-            max_new_tokens: int, base_rss: int, log=print) -> dict:
+            max_new_tokens: int, base_rss: int, stream_pairs: list[Pair] | None = None, log=print) -> dict:
     r = {"batches": {}, "oom_batch": None}
     for b in batch_sizes:
+        set_batch(scorer, b)
         batch = list(islice(cycle(pairs), b))
         reset_peak(scorer.device)
         try:
@@ -91,10 +166,13 @@ def measure(scorer: Scorer, pairs: list[Pair], *, batch_sizes: list[int], repeat
         entry["ms_per_pair"] = [1000 * x["wall_s"] / b for x in runs]
         entry["new_tokens_mean"] = statistics.mean(runs[0]["new_tokens"])
         entry["texts"] = runs[0]["texts"]
+        if stream_pairs:
+            entry["stream"] = stream_once(scorer, stream_pairs, b, output_all, max_new_tokens)
         entry["peak_bytes"] = peak(scorer.device, base_rss)
         r["batches"][str(b)] = entry
         log(f"  batch {b}: {statistics.median(entry['ms_per_pair']):.1f} ms/pair, "
-            f"peak {entry['peak_bytes'] / 2**30:.2f} GiB")
+            f"peak {entry['peak_bytes'] / 2**30:.2f} GiB"
+            + (f", stream {entry['stream']['pairs_per_s']:.2f} pairs/s" if stream_pairs else ""))
     if not r["batches"]:
         raise InputError(f"batch {batch_sizes[0]} does not fit in memory")
     one = r["batches"][str(batch_sizes[0])]
@@ -105,6 +183,10 @@ def measure(scorer: Scorer, pairs: list[Pair], *, batch_sizes: list[int], repeat
     best = min(r["batches"], key=lambda k: statistics.median(r["batches"][k]["ms_per_pair"]))
     r["best_batch"] = int(best)
     r["pairs_per_s_best"] = [1000 / ms for ms in r["batches"][best]["ms_per_pair"]]
+    if stream_pairs:
+        top = max(r["batches"], key=lambda k: r["batches"][k]["stream"]["pairs_per_s"])
+        r["stream_best_batch"], r["stream"] = int(top), r["batches"][top]["stream"]
+        r["stream_pairs"] = len(stream_pairs)
     return r
 
 
@@ -116,6 +198,7 @@ def capped_fit(scorer: Scorer, pairs: list[Pair], batches: list[int], output_all
         fit[str(cap)] = []
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total))
         for b in batches:
+            set_batch(scorer, b)
             torch.cuda.empty_cache()
             try:
                 run_once(scorer, list(islice(cycle(pairs), b)), output_all, max_new_tokens)
@@ -155,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--output-all", action="store_true", help="generate whole verdicts, not up to the overall score")
     p.add_argument("--no-fit", action="store_true", help="skip the memory-capped runs (CUDA)")
+    p.add_argument("--engine", choices=ENGINES, default="fast", help="the decode engine, as runtime.score --engine")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="as runtime.score --compile")
+    p.add_argument("--stream-pairs", type=int, default=0,
+                   help="also time score_stream (batch mode's path) on this many pairs per batch size: pairs/s")
+    p.add_argument("--lengths", help="uniform:LO:HI token budgets for the streamed pairs (random weights)")
     args = p.parse_args(argv)
     batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
 
@@ -168,10 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         base = proc_status("VmRSS")
         reset_peak(args.device)
         start = time.perf_counter()
-        scorer = Scorer.from_pretrained(args.model, device=args.device)
+        scorer = Scorer.from_pretrained(args.model, device=args.device, engine=args.engine,
+                                        compile={"auto": None, "on": True, "off": False}[args.compile])
         sync(args.device)
         llm = scorer.llm
-        r = {"model": args.model, "device": args.device, "load_s": time.perf_counter() - start,
+        stream = with_lengths(list(islice(cycle(pairs), args.stream_pairs)), args.lengths)
+        r = {"model": args.model, "device": args.device, "engine": scorer.engine,
+             "compiled": getattr(scorer.decoder, "compiled", False), "lengths": args.lengths,
+             "load_s": time.perf_counter() - start,
              "load_peak_bytes": peak(args.device, base), "output_all": args.output_all,
              "max_new_tokens": args.max_new_tokens, "image_tokens": scorer.image_tokens,
              "compute_dtype": str(llm.get_input_embeddings().weight.dtype).removeprefix("torch.")}
@@ -180,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = [len(scorer.prepare(q, args.max_new_tokens).ids) for q in pairs[:max(batch_sizes)]]
         r["prompt_tokens_mean"], r["prompt_tokens_first"] = statistics.mean(prompts), prompts[0]
         r |= measure(scorer, pairs, batch_sizes=batch_sizes, repeats=args.repeats, output_all=args.output_all,
-                     max_new_tokens=args.max_new_tokens, base_rss=base, log=log)
+                     max_new_tokens=args.max_new_tokens, base_rss=base, stream_pairs=stream, log=log)
         if args.device.startswith("cuda") and not args.no_fit:
             r["fit"] = capped_fit(scorer, pairs, [int(b) for b in r["batches"]], args.output_all, args.max_new_tokens)
     except (InputError, ValueError, ImportError) as e:

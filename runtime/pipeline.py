@@ -33,15 +33,17 @@ class Pair:
     image: str | Path | Image.Image | bytes  # a path, a decoded image, or an encoded image's bytes
     caption: str
     id: Any = None
+    max_new_tokens: int | None = None  # this pair's token budget, if lower than the call's (benchmarks)
 
 
 @dataclass
 class Prepared:
-    """A pair ready for the model: its pixels [3, S, S] and its prompt's token ids."""
+    """A pair ready for the model: its pixels [3, S, S], its prompt's token ids and its token budget."""
 
     pixels: torch.Tensor
     ids: list[int]
     truncated: bool  # the caption was cut to fit the context
+    budget: int
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Preparer:
             image = load_image_bytes(bytes(pair.image), str(pair.id))
         else:
             image = load_image(pair.image)
-        return Prepared(preprocess([image], self.image_spec)[0], prompt.ids, prompt.truncated)
+        budget = min(max_new_tokens, pair.max_new_tokens or max_new_tokens)
+        return Prepared(preprocess([image], self.image_spec)[0], prompt.ids, prompt.truncated, budget)
 
 
 def _prepare_one(preparer: Preparer, pair: Pair, max_new_tokens: int) -> Prepared | InputError:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
 from runtime.pairs import RecordWriter, done_lines, read_pairs
-from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer, Verdict
+from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer, Verdict
 
 
 def default_model() -> Path:
@@ -31,7 +32,9 @@ def load_scorer(args: argparse.Namespace) -> Scorer:
     if not path.is_dir():
         raise InputError(f"--model {path}: not a folder; pass an AITQE checkpoint folder")
     return Scorer.from_pretrained(path, device=args.device, dtype=args.dtype,
-                                  trust_remote_code=args.trust_remote_code, vision_backend=args.vision_backend)
+                                  trust_remote_code=args.trust_remote_code, vision_backend=args.vision_backend,
+                                  engine=args.engine, slots=args.batch_size,
+                                  compile={"auto": None, "on": True, "off": False}[args.compile])
 
 
 def score_rows(scorer: Scorer, rows: list, args: argparse.Namespace) -> list[Verdict]:
@@ -48,27 +51,47 @@ def score_rows(scorer: Scorer, rows: list, args: argparse.Namespace) -> list[Ver
         return [Verdict(id=rows[0].id, model=scorer.model_id, error=f"model failed on this pair: {reason}")]
 
 
+def score_stream(scorer: Scorer, rows: list, args: argparse.Namespace) -> Iterator[tuple[object, Verdict]]:
+    """(row, verdict) for each good row, in order, streamed; if the model fails mid-stream (e.g. out of
+    memory), the rest go batch by batch, each failure recorded for its pairs."""
+    done = 0
+    try:
+        verdicts = scorer.score_stream((Pair(r.image, r.caption, r.id) for r in rows), batch_size=args.batch_size,
+                                       workers=args.workers, output_all=args.output_all,
+                                       max_new_tokens=args.max_new_tokens)
+        for row, v in zip(rows, verdicts):
+            yield row, v
+            done += 1
+        return
+    except RuntimeError as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"warning: the model failed while streaming ({reason}); going on batch by batch", file=sys.stderr)
+    rest = iter(rows[done:])
+    while batch := list(islice(rest, args.batch_size)):
+        yield from zip(batch, score_rows(scorer, batch, args))
+
+
 def run_batch(scorer: Scorer, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     output = Path(args.output)
     done = done_lines(output)
     rows = [r for r in read_pairs(args.input) if r.line not in done]
+    good = score_stream(scorer, [r for r in rows if not r.error], args)
     writer = RecordWriter(output)
     failed = 0
     try:
         with tqdm(total=len(rows) + len(done), initial=len(done), unit="pair", file=sys.stderr,
                   disable=args.quiet) as bar:
-            it = iter(rows)
-            while batch := list(islice(it, args.batch_size)):
-                bad = [r for r in batch if r.error]
-                good = [r for r in batch if not r.error]
-                verdicts = score_rows(scorer, good, args)
-                records = {r.line: {"id": r.id, "line": r.line, "error": r.error} for r in bad}
-                records.update({r.line: {**v.to_dict(), "line": r.line} for r, v in zip(good, verdicts)})
-                writer.write([records[n] for n in sorted(records)])
-                failed += len(bad) + sum(v.error is not None for v in verdicts)
-                bar.update(len(batch))
+            for r in rows:
+                if r.error:
+                    record = {"id": r.id, "line": r.line, "error": r.error}
+                else:
+                    _, v = next(good)
+                    record = {**v.to_dict(), "line": r.line}
+                writer.write([record])
+                failed += record["error"] is not None
+                bar.update(1)
     finally:
         writer.close()
     print(f"{len(rows)} pairs scored into {output} ({failed} with errors, {len(done)} already done)",
@@ -94,7 +117,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", help="AITQE checkpoint folder or bundle (default: the built-in demo model)")
     p.add_argument("--output-all", action="store_true", help="generate all sub-scores, not just up to the overall score")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="pairs decoded together (the fast engine's slots) and per vision-tower batch")
+    p.add_argument("--engine", choices=ENGINES, default="fast",
+                   help="fast: static KV cache, continuous batching (default); reference: transformers' generate")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="compile the fast engine's decode step (auto: on CUDA for a 16-bit backbone)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that read and preprocess images ahead of the model (batch mode; default 0: none)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="default: bf16 on cuda, fp32 on cpu")
@@ -114,8 +144,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("single-pair mode needs both --image and --caption")
     if batch and (args.input is None or args.output is None):
         p.error("batch mode needs both --input and --output")
-    if args.max_new_tokens < 1 or args.batch_size < 1:
-        p.error("--max-new-tokens and --batch-size must be >= 1")
+    if args.max_new_tokens < 1 or args.batch_size < 1 or args.workers < 0:
+        p.error("--max-new-tokens and --batch-size must be >= 1, --workers >= 0")
     return args
 
 
@@ -126,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL file")
         scorer = load_scorer(args)
         if args.debug:
-            print(f"debug: {scorer.model_id}: greedy decoding; end of generation: token ids {list(scorer.eos.ids)} "
+            print(f"debug: {scorer.model_id}: {scorer.engine} engine, greedy decoding; end of generation: token ids {list(scorer.eos.ids)} "
                   f"from {scorer.eos.source}; pad token id {scorer.pad_token_id}", file=sys.stderr)
         return run_batch(scorer, args) if args.input else run_single(scorer, args)
     except InputError as e:

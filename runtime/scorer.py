@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from runtime.engine import Decoded, Decoder, StopRule
+from runtime.engine.fast import FastDecoder
 from runtime.engine.reference import ReferenceDecoder
 from runtime.errors import InputError
 from runtime.formats.bundle import load_bundle
@@ -33,6 +34,11 @@ from runtime.parse import OVERALL_MARK, parse_output, to_dict
 from runtime.pipeline import Pair, Prepared, Preparer, prepared
 
 DEFAULT_MAX_NEW_TOKENS = 384
+ENGINES = ("fast", "reference")
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 @dataclass
@@ -75,20 +81,36 @@ class Scorer:
     max_positions: int
     device: str = "cpu"
     note: str | None = None
-    decoder: Decoder | None = None  # default: the reference engine over `llm`
+    engine: str = "fast"  # fast | reference: which decoder to build when `decoder` is not given
+    slots: int = 8  # the fast engine's batch: rows decoded together
+    compile: bool | None = None  # the fast engine's decode step: None = on CUDA for a dense backbone
+    decoder: Decoder | None = None
 
     def __post_init__(self):
-        if self.decoder is None:
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
+        if self.decoder is not None:
+            return
+        why_not = FastDecoder.unsupported(self.llm) if self.engine == "fast" else None
+        if why_not:
+            print(f"engine: {why_not}; using the reference engine", file=sys.stderr)
+            self.engine = "reference"
+        if self.engine == "fast" and not why_not:
+            self.decoder = FastDecoder(self.llm, self.tokenizer, slots=self.slots, compile=self.compile)
+        else:
             self.decoder = ReferenceDecoder(self.llm, self.tokenizer, self.pad_token_id)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
-                        trust_remote_code: bool = False, vision_backend: str | None = None) -> "Scorer":
+                        trust_remote_code: bool = False, vision_backend: str | None = None,
+                        engine: str = "fast", slots: int = 8, compile: bool | None = None) -> "Scorer":
         """Load an AITQE checkpoint folder or an aitqe-edge bundle (its manifest decides how).
 
         dtype (bf16 | fp16 | fp32; default bf16 on CUDA, fp32 on CPU) applies to the 16-bit parts;
         a quantized backbone keeps its method's own storage and compute types.
         vision_backend (torch | onnx) overrides the bundle manifest's choice of vision encoder.
+        engine: fast (static KV cache, continuous batching over `slots` rows; `compile` its decode
+        step, by default on CUDA for a dense backbone) or reference (transformers' generate, static batches).
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -103,22 +125,23 @@ class Scorer:
             return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=m.image,
                        image_tokens=m.image_tokens, eos=m.eos, pad_token_id=m.pad_token_id,
                        model_id=Path(path).resolve().name, max_positions=b.llm.config.max_position_embeddings,
-                       device=device, note=m.note)
+                       device=device, note=m.note, engine=engine, slots=slots, compile=compile)
         if vision_backend not in (None, "torch"):
             raise InputError(f"--vision-backend {vision_backend}: {path} is a checkpoint, whose vision tower runs in "
                              f"PyTorch; make a bundle first: python -m quantize --model {path} --method bf16 "
                              f"--vision {vision_backend} --output BUNDLE")
         ck = load_checkpoint(path, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
-        return cls.from_checkpoint(ck, device)
+        return cls.from_checkpoint(ck, device, engine=engine, slots=slots, compile=compile)
 
     @classmethod
-    def from_checkpoint(cls, ck: Checkpoint, device: str = "cpu") -> "Scorer":
+    def from_checkpoint(cls, ck: Checkpoint, device: str = "cpu", *, engine: str = "fast",
+                        slots: int = 8, compile: bool | None = None) -> "Scorer":
         """A scorer over an already loaded AITQE checkpoint."""
         cfg = ck.config
         return cls(llm=ck.llm, vision=ck.vision, tokenizer=ck.tokenizer, image_spec=cfg.image,
                    image_tokens=cfg.image_tokens, eos=cfg.eos, pad_token_id=cfg.pad_token_id,
                    model_id=cfg.root.resolve().name, max_positions=cfg.llm.max_position_embeddings, device=device,
-                   note=cfg.note)
+                   note=cfg.note, engine=engine, slots=slots, compile=compile)
 
     def score(self, image: str | Path | Image.Image, caption: str, *, output_all: bool = False,
               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Verdict:
@@ -148,10 +171,11 @@ class Scorer:
         return [torch.cat([img.to(embed.weight.dtype), embed(torch.tensor(p.ids, device=embed.weight.device))])
                 for img, p in zip(image_embeds, prepared)]
 
-    def decode(self, rows: list[torch.Tensor], *, output_all: bool, max_new_tokens: int) -> Decoded:
+    def decode(self, rows: list[torch.Tensor], *, output_all: bool, max_new_tokens: int,
+               budgets: list[int] | None = None) -> Decoded:
         """Greedy new ids and text per row; stops at <Overall> unless output_all."""
         stop = StopRule(self.eos.ids, None if output_all else OVERALL_MARK)
-        return self.decoder.decode(rows, stop, max_new_tokens)
+        return self.decoder.decode(rows, stop, max_new_tokens, budgets)
 
     def _sync(self) -> None:
         if self.device.startswith("cuda"):
@@ -173,16 +197,66 @@ class Scorer:
 
     def score_stream(self, pairs: Iterable[Pair], *, batch_size: int = 8, workers: int = 0,
                      output_all: bool = False, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[Verdict]:
-        """One verdict per pair, in input order, for a stream of any length: `workers` processes
-        prepare pairs ahead of the model (0: in this process), batches of `batch_size` are scored."""
+        """One verdict per pair, in input order, for a stream of any length. `workers` processes prepare
+        pairs ahead of the model (0: in this process); the vision tower runs on `batch_size` pairs at a
+        time; the fast engine decodes with continuous batching, the reference engine in static batches."""
         stream = prepared(self.preparer, pairs, max_new_tokens, workers)
-        while True:
-            start = time.perf_counter()
-            chunk = list(islice(stream, batch_size))
-            if not chunk:
-                return
-            with torch.inference_mode():
-                yield from self._score_prepared(chunk, output_all, max_new_tokens, time.perf_counter() - start)
+        if not hasattr(self.decoder, "stream"):
+            while chunk := list(islice(stream, batch_size)):
+                with torch.inference_mode():
+                    yield from self._score_prepared(chunk, output_all, max_new_tokens, 0.0)
+            return
+        done: dict[int, Verdict] = {}  # finished out of order, waiting for their turn
+        flight: dict[int, tuple[Verdict, Prepared, float]] = {}
+
+        def rows() -> Iterator[tuple[int, torch.Tensor, int]]:
+            index = 0
+            while chunk := list(islice(stream, batch_size)):
+                ready = []
+                for pair, r in chunk:
+                    v = Verdict(id=pair.id, model=self.model_id, note=self.note)
+                    if isinstance(r, InputError):
+                        v.error, done[index] = str(r), v
+                    else:
+                        ready.append((index, v, r))
+                    index += 1
+                if ready:
+                    start = time.perf_counter()
+                    embeds = self.encode([r for _, _, r in ready])
+                    self._sync()
+                    seconds = time.perf_counter() - start
+                    for (i, v, r), e in zip(ready, embeds):
+                        flight[i] = (v, r, seconds)
+                        yield i, e, r.budget
+
+        stop = StopRule(self.eos.ids, None if output_all else OVERALL_MARK)
+        turn = 0
+        with torch.inference_mode():
+            for i, f in self.decoder.stream(rows(), stop):
+                v, prep, encode_seconds = flight.pop(i)
+                self._fill(v, prep, f.text, f.ids, f.expected, output_all)
+                v.timings = {"batch_size": self.decoder.slots, "encode_ms": round(1000 * encode_seconds, 2),
+                             "prefill_ms": round(1000 * f.prefill_seconds, 2),
+                             "decode_ms": round(1000 * f.seconds, 2), "new_tokens": len(f.ids)}
+                done[i] = v
+                while turn in done:
+                    yield done.pop(turn)
+                    turn += 1
+        while turn in done:  # pairs refused after the last scored one
+            yield done.pop(turn)
+            turn += 1
+
+    def _fill(self, v: Verdict, prep: Prepared, text: str, ids: list[int], expected: dict[str, float] | None,
+              output_all: bool) -> None:
+        """A verdict's fields from its row's decoded text and expected scores."""
+        parsed = self.parse(text, output_all)
+        v.overall_score, v.recaption = parsed["overall_score"], parsed["recaption"]
+        v.overall_explanation, v.sub_scores = parsed["overall_explanation"], parsed["sub_scores"]
+        v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, prep.truncated
+        expected = expected or {}
+        v.overall_expected = _rounded(expected.get("Overall"))
+        for name, sub in v.sub_scores.items():
+            sub["expected"] = _rounded(expected.get(name))
 
     def _score_prepared(self, chunk: list[tuple[Pair, Prepared | InputError]], output_all: bool,
                         max_new_tokens: int, prepare_seconds: float) -> list[Verdict]:
@@ -199,16 +273,15 @@ class Scorer:
         rows = self.encode([r for _, r in ready])
         self._sync()  # the vision tower's time counts here, not in the prefill
         decode_start = time.perf_counter()
-        decoded = self.decode(rows, output_all=output_all, max_new_tokens=max_new_tokens)
+        decoded = self.decode(rows, output_all=output_all, max_new_tokens=max_new_tokens,
+                              budgets=[r.budget for _, r in ready])
         timings = {"batch_size": len(ready), "prepare_ms": round(1000 * prepare_seconds, 2),
                    "encode_ms": round(1000 * (decode_start - encode_start), 2),
                    "prefill_ms": round(1000 * decoded.prefill_seconds, 2),
                    "decode_ms": round(1000 * decoded.seconds, 2), "decode_steps": decoded.steps}
-        for (v, prep), text, ids in zip(ready, decoded.texts, decoded.ids):
-            parsed = self.parse(text, output_all)
-            v.overall_score, v.recaption = parsed["overall_score"], parsed["recaption"]
-            v.overall_explanation, v.sub_scores = parsed["overall_explanation"], parsed["sub_scores"]
-            v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, prep.truncated
+        expected = decoded.expected or [None] * len(ready)
+        for (v, prep), text, ids, e in zip(ready, decoded.texts, decoded.ids, expected):
+            self._fill(v, prep, text, ids, e, output_all)
             v.timings = {**timings, "new_tokens": len(ids)}
         return verdicts
 

@@ -28,9 +28,12 @@ class Decoded:
     seconds: float
     steps: int            # decode steps the batch ran (its longest row)
     prefill_seconds: float  # until the first new tokens (the prompt's forward pass)
+    expected: list[dict[str, float]] | None = None  # per row: score key -> probability-weighted score
 
 
 class Decoder(Protocol):
-    def decode(self, rows: list[torch.Tensor], stop: StopRule, max_new_tokens: int) -> Decoded:
-        """Greedy-decode each row (embeddings [L_i, H]: image, then prompt) independently of its batch-mates."""
+    def decode(self, rows: list[torch.Tensor], stop: StopRule, max_new_tokens: int,
+               budgets: list[int] | None = None) -> Decoded:
+        """Greedy-decode each row (embeddings [L_i, H]: image, then prompt) independently of its
+        batch-mates; row i ends after budgets[i] new tokens at most (default: max_new_tokens)."""
         ...

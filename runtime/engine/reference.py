@@ -15,6 +15,8 @@ import torch
 from transformers import GenerationConfig
 
 from runtime.engine import Decoded, StopRule
+from runtime.engine.expected import expected_score
+from runtime.engine.watch import digit_ids, score_key
 
 
 def left_pad(rows: list[torch.Tensor], pad_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,17 +78,43 @@ class ReferenceDecoder:
         self.llm, self.tokenizer, self.pad_token_id = llm, tokenizer, pad_token_id
 
     @torch.inference_mode()
-    def decode(self, rows: list[torch.Tensor], stop: StopRule, max_new_tokens: int) -> Decoded:
+    def decode(self, rows: list[torch.Tensor], stop: StopRule, max_new_tokens: int,
+               budgets: list[int] | None = None) -> Decoded:
+        budgets = budgets or [max_new_tokens] * len(rows)
         pad = self.llm.get_input_embeddings()(torch.tensor([self.pad_token_id], device=rows[0].device))[0]
         embeds, mask = left_pad(rows, pad.to(rows[0].dtype))
-        config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+        config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max(budgets),
                                   eos_token_id=list(stop.eos_ids) or None, pad_token_id=self.pad_token_id,
                                   use_cache=True, stop_strings=[stop.mark] if stop.mark else None)
         first = FirstToken()
         start = time.perf_counter()
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config,
-                                tokenizer=self.tokenizer, streamer=first).tolist()  # to the host: the work is done
+                                tokenizer=self.tokenizer, streamer=first, output_logits=True,
+                                return_dict_in_generate=True)
+        seqs = out.sequences.tolist()  # to the host: the work is done
         seconds = time.perf_counter() - start
-        ids = [finished(self.tokenizer, seq, stop) for seq in out]
-        return Decoded(ids, [row_text(self.tokenizer, r, stop) for r in ids], seconds, len(out[0]),
-                       (first.at or start + seconds) - start)
+        ids = [finished(self.tokenizer, seq[:budget], stop) for seq, budget in zip(seqs, budgets)]
+        expected = [self._expected(row, r, [step[b] for step in out.logits]) for b, (row, r) in enumerate(zip(rows, ids))]
+        return Decoded(ids, [row_text(self.tokenizer, r, stop) for r in ids], seconds, len(seqs[0]),
+                       (first.at or start + seconds) - start, expected)
+
+    def _expected(self, row: torch.Tensor, ids: list[int], logits: list[torch.Tensor]) -> dict[str, float]:
+        """Each score's probability-weighted value (`engine.expected`), found on the decoded text of
+        each prefix; the "1" branch, when not taken, by a forward pass of its own."""
+        digits = digit_ids(self.tokenizer)
+        if digits is None:
+            return {}
+        out = {}
+        for k, token in enumerate(ids):
+            key = score_key(decode_text(self.tokenizer, ids[:k]))
+            if key is None or token not in digits:
+                continue
+            p = torch.softmax(logits[k].float(), -1)[digits].tolist()
+            if token == digits[1] and k + 1 < len(logits):
+                after_one = logits[k + 1]
+            else:
+                embed = self.llm.get_input_embeddings()
+                tail = embed(torch.tensor(ids[:k] + [digits[1]], device=row.device)).to(row.dtype)
+                after_one = self.llm(inputs_embeds=torch.cat([row, tail])[None]).logits[0, -1]
+            out[key] = expected_score(p, torch.softmax(after_one.float(), -1)[digits[0]].item())
+        return out

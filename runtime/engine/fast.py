@@ -1,0 +1,226 @@
+"""The fast engine: static KV cache, one compiled decode step, continuous batching.
+
+Rows (embedding rows [L, H]) wait in their input order; each free slot of the static cache takes
+the next one (one prefill), and every step advances all busy slots by one token. A row leaves its
+slot as soon as it ends (an end-of-generation id, the stop mark seen on token ids, or its token
+budget) and the slot takes the next waiting row, so the batch stays full while rows remain.
+Greedy ids are the reference engine's: same modules, same math, each row at its own positions.
+
+Decode steps run over slots [0, n) with n a power of two, so a compiled step (`torch.compile`,
+CUDA graphs on CUDA) sees a handful of shapes, all met in warm-up. A backbone whose kernels do not
+compile (bitsandbytes, GPTQ) runs the same step eagerly, and says so once.
+
+Scores: at each score's first digit the step also returns the digits' probabilities; when a
+score's first digit is not "1", the row stays in its slot one extra step per such score to
+evaluate the "1" branch (see `engine.expected`), in its own slot, at the digit's position.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from runtime.engine import Decoded, StopRule
+from runtime.engine.expected import expected_score
+from runtime.engine.reference import row_text
+from runtime.engine.step import StaticKV, Step
+from runtime.engine.watch import Pieces, Watcher, digit_ids
+
+LEN_QUANTUM = 256  # the cache's length grows in steps of this many positions
+
+
+@dataclass
+class Finished:
+    ids: list[int]
+    text: str
+    expected: dict[str, float]
+    prefill_seconds: float
+    seconds: float  # from its prefill to its end
+
+
+@dataclass
+class _Row:
+    key: Any
+    length: int       # its embedding row's length: the first new token goes at this position
+    budget: int
+    watcher: Watcher
+    start: float
+    prefill_seconds: float
+    ids: list[int] = field(default_factory=list)
+    scoring: str | None = None  # the score whose first digit the next token is
+    q_for: str | None = None    # the score whose "1" the last token was: the next logits give q
+    digits: dict[str, list[float]] = field(default_factory=dict)
+    q: dict[str, float] = field(default_factory=dict)
+    probes: list[tuple[str, int]] = field(default_factory=list)  # (score, position) of "1" branches
+    done: bool = False
+
+    @property
+    def position(self) -> int:  # where the last token goes when fed back
+        return self.length + len(self.ids) - 1
+
+
+def _buckets(slots: int) -> list[int]:
+    out, n = [], 1
+    while n < slots:
+        out.append(n)
+        n *= 2
+    return out + [slots]
+
+
+class FastDecoder:
+    """`Decoder` with a static cache of `slots` rows and continuous batching."""
+
+    def __init__(self, llm, tokenizer, slots: int = 8, compile: bool | None = None, quiet: bool = False):
+        self.llm, self.tokenizer, self.slots = llm, tokenizer, max(1, slots)
+        self.pieces, self.digits = Pieces(tokenizer), digit_ids(tokenizer)
+        param = next(llm.parameters())
+        self.device = param.device
+        self.dtype = llm.get_input_embeddings().weight.dtype
+        dense = all(type(m).__module__.startswith("torch.") for m in llm.modules() if not list(m.children()))
+        self.compiled = (self.device.type == "cuda" and dense) if compile is None else compile
+        if compile is None and self.device.type == "cuda" and not dense and not quiet:
+            print("engine: this backbone's quantized layers do not compile; decoding eagerly", file=sys.stderr)
+        self.step: Step | None = None
+        self._decide = None
+
+    def set_slots(self, slots: int) -> None:
+        """Decode `slots` rows together from now on (the cache is made again at first use)."""
+        self.slots, self.step, self._decide = max(1, slots), None, None
+
+    @staticmethod
+    def unsupported(llm) -> str | None:
+        """Why this engine cannot run `llm` (None when it can): it implements Qwen2's full attention."""
+        cfg = llm.config
+        if cfg.model_type != "qwen2":
+            return f"the fast engine runs Qwen2 backbones, not {cfg.model_type!r}"
+        if getattr(cfg, "use_sliding_window", False) and cfg.max_window_layers < cfg.num_hidden_layers:
+            return "the fast engine does not implement sliding-window attention (use_sliding_window is true)"
+        return None
+
+    # ------------------------------------------------------------ cache and step
+
+    def _ensure(self, length: int) -> None:
+        """A cache that holds `length` positions per slot (allocated once, grown rarely)."""
+        if self.step is not None and self.step.cache.k.shape[3] >= length:
+            return
+        cfg = self.llm.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        size = -(-(length + 1) // LEN_QUANTUM) * LEN_QUANTUM  # its last position stays free: warm-up writes there
+        cache = StaticKV(cfg.num_hidden_layers, self.slots, cfg.num_key_value_heads, size, head_dim,
+                         self.dtype, self.device)
+        if self.step is not None:  # keep the rows in flight
+            old = self.step.cache
+            cache.k[:, :, :, :old.k.shape[3]] = old.k
+            cache.v[:, :, :, :old.v.shape[3]] = old.v
+        self.step = Step(self.llm, cache)
+        self._decide = self._compile(self._decide_eager) if self.compiled else self._decide_eager
+        if self.compiled:  # compile (and on CUDA capture) every batch shape now, not mid-run
+            for n in _buckets(self.slots):
+                self._decide(torch.zeros(n, dtype=torch.long, device=self.device),
+                             torch.full((n,), size - 1, device=self.device))
+
+    @staticmethod
+    def _compile(fn):
+        return torch.compile(fn, mode="reduce-overhead" if torch.cuda.is_available() else None, dynamic=False)
+
+    def _decide_eager(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self._summary(self.step(tokens, positions))
+
+    def _summary(self, logits: torch.Tensor) -> torch.Tensor:
+        """[n, V] logits -> [n, 11]: the greedy id, then the ten digits' probabilities."""
+        best = logits.argmax(-1, keepdim=True).to(torch.float32)
+        if self.digits is None:
+            return best
+        probs = torch.softmax(logits.float(), -1)[:, self.digits]
+        return torch.cat([best, probs], -1)
+
+    # ------------------------------------------------------------ rows
+
+    def _advance(self, row: _Row, out: list[float], stop: StopRule) -> None:
+        """One step's outcome for a generating row: its new token, and what it means."""
+        token = int(out[0])
+        if self.digits is not None:
+            if row.q_for is not None:
+                row.q[row.q_for], row.q_for = out[1], None  # P("0") right after "1"
+            if row.scoring is not None:
+                row.digits[row.scoring] = out[1:11]
+                if token == self.digits[1]:
+                    row.q_for = row.scoring
+                elif token in self.digits:
+                    row.probes.append((row.scoring, row.length + len(row.ids)))
+        row.scoring = None
+        row.ids.append(token)
+        marked = row.watcher.add(token)
+        if token in stop.eos_ids or marked or len(row.ids) >= row.budget:
+            row.done = True
+            if row.q_for is not None:  # ended right after a "1": its branch needs one more look
+                row.probes.append((row.q_for, row.position))
+                row.q_for = None
+            row.probes.sort(key=lambda p: p[1])  # popped from the end: later positions first, so each sees an intact past
+        elif self.digits is not None:
+            row.scoring = row.watcher.score_key()
+
+    def _finish(self, row: _Row, stop: StopRule) -> Finished:
+        expected = {k: expected_score(p, row.q[k]) for k, p in row.digits.items() if k in row.q}
+        return Finished(row.ids, row_text(self.tokenizer, row.ids, stop), expected, row.prefill_seconds,
+                        time.perf_counter() - row.start)
+
+    @torch.inference_mode()
+    def stream(self, rows: Iterable[tuple[Any, torch.Tensor, int]], stop: StopRule) -> Iterator[tuple[Any, Finished]]:
+        """(key, row [L, H], budget) in -> (key, Finished) out, as rows end (not in input order)."""
+        waiting = iter(rows)
+        busy: dict[int, _Row] = {}
+        exhausted, buckets = False, _buckets(self.slots)
+        while True:
+            while not exhausted and len(busy) < self.slots:
+                item = next(waiting, None)
+                if item is None:
+                    exhausted = True
+                    break
+                key, embeds, budget = item
+                slot = min(set(range(self.slots)) - busy.keys())
+                row = _Row(key, embeds.shape[0], budget, Watcher(self.pieces, stop.mark), time.perf_counter(), 0.0)
+                self._ensure(row.length + budget)
+                out = self._summary(self.step.prefill(embeds.to(self.dtype), slot)[None])[0].tolist()
+                row.prefill_seconds = time.perf_counter() - row.start
+                self._advance(row, out, stop)
+                if row.done and not row.probes:
+                    yield key, self._finish(row, stop)
+                else:
+                    busy[slot] = row
+            if not busy:
+                return
+            n = next(b for b in buckets if b > max(busy))
+            tokens = [0] * n
+            positions = [0] * n
+            for slot, row in busy.items():
+                if row.done:  # evaluate a "1" branch: "1" at the score's position
+                    tokens[slot], positions[slot] = self.digits[1], row.probes[-1][1]
+                else:
+                    tokens[slot], positions[slot] = row.ids[-1], row.position
+            out = self._decide(torch.tensor(tokens, device=self.device),
+                               torch.tensor(positions, device=self.device)).tolist()
+            for slot, row in list(busy.items()):
+                if row.done:
+                    score, _ = row.probes.pop()
+                    row.q[score] = out[slot][1]
+                else:
+                    self._advance(row, out[slot], stop)
+                if row.done and not row.probes:
+                    del busy[slot]
+                    yield row.key, self._finish(row, stop)
+
+    def decode(self, rows: list[torch.Tensor], stop: StopRule, max_new_tokens: int,
+               budgets: list[int] | None = None) -> Decoded:
+        start = time.perf_counter()
+        budgets = budgets or [max_new_tokens] * len(rows)
+        done = dict(self.stream(((i, r, b) for i, r, b in zip(range(len(rows)), rows, budgets)), stop))
+        rows_out = [done[i] for i in range(len(rows))]
+        return Decoded([f.ids for f in rows_out], [f.text for f in rows_out], time.perf_counter() - start,
+                       max(len(f.ids) for f in rows_out), sum(f.prefill_seconds for f in rows_out),
+                       [f.expected for f in rows_out])
