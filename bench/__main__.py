@@ -6,7 +6,8 @@
 With real models, on the evaluation pairs (`bench.eval.pairs`; a candidate calibrated on any of them
 is refused): the reference (a 16-bit checkpoint or bf16/fp16 bundle) and each candidate write whole
 verdicts (accuracy, `bench.eval`), then each variant's cost is measured in a process of its own
-(`bench.cost`, which times `Scorer.score_batch`, the path `python -m runtime.score` runs). With
+(`bench.cost`, which times `Scorer.score_batch` and `Scorer.score_stream`, the paths `python -m
+runtime.score` runs), the first variant with every engine of --engines (fast vs reference). With
 --synthetic, random-weight bundles of a published shape give the cost columns only. The machine's
 copy bandwidth and matmul throughput are measured in the same run. Writes DIR/report.md,
 DIR/results.json (rewritten after every step, so an interrupted run keeps what it measured) and PNG
@@ -42,7 +43,7 @@ from quantize.bundle import bundle_bytes, versions
 from runtime.errors import InputError
 from runtime.formats.manifest import is_bundle, read_manifest
 from runtime.model.config import load_config
-from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Scorer
+from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Scorer
 
 
 def environment(device: str) -> dict:
@@ -69,17 +70,25 @@ def describe(path: Path) -> dict:
             "disk_bytes": bundle_bytes(path), "image_size": load_config(path).image.size}
 
 
-def run_cost(args, variant: dict, pairs_file: Path, max_new_tokens: int) -> None:
-    cmd = [sys.executable, "-m", "bench.cost", "--model", variant["path"], "--pairs", str(pairs_file),
-           "--device", args.device, "--batch-sizes", args.batch_sizes, "--repeats", str(args.repeats),
-           "--max-new-tokens", str(max_new_tokens)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode == 0 and proc.stdout.strip():
-        variant["cost"] = json.loads(proc.stdout.strip().splitlines()[-1])
-    else:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        variant["cost_error"] = lines[-1] if lines else f"exit status {proc.returncode}"
-        print(f"  {variant['name']}: cost failed: {variant['cost_error']}", file=sys.stderr)
+def run_cost(args, variant: dict, pairs_file: Path, max_new_tokens: int, first: bool = False,
+             lengths: str | None = None) -> None:
+    """The variant's cost with each engine it runs (all of --engines for the first variant, the first
+    engine for the others), each in a process of its own."""
+    variant["costs"] = {}
+    for engine in args.engines if first else args.engines[:1]:
+        cmd = [sys.executable, "-m", "bench.cost", "--model", variant["path"], "--pairs", str(pairs_file),
+               "--device", args.device, "--batch-sizes", args.batch_sizes, "--repeats", str(args.repeats),
+               "--max-new-tokens", str(max_new_tokens), "--engine", engine, "--stream-pairs", str(args.stream_pairs),
+               *(["--lengths", lengths] if lengths else [])]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if proc.returncode == 0 and proc.stdout.strip():
+            variant["costs"][engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+        else:
+            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            variant.setdefault("cost_error", lines[-1] if lines else f"exit status {proc.returncode}")
+            print(f"  {variant['name']} ({engine} engine): cost failed: {variant['cost_error']}", file=sys.stderr)
+    if args.engines[0] in variant["costs"]:
+        variant["cost"] = variant["costs"][args.engines[0]]
 
 
 def accuracy(args, r: dict, pairs, out: Path) -> None:
@@ -142,7 +151,8 @@ def synthetic_variants(args, r: dict, out: Path, work: Path) -> None:
             manifest = synthetic_bundle(checkpoint, v["method"], bundle, args.device)
             v.update(path=str(bundle), bits_per_weight=manifest.backbone.bits_per_weight,
                      disk_bytes=bundle_bytes(bundle))
-            run_cost(args, v, pairs_file, NEW_TOKENS[args.synthetic])
+            n = NEW_TOKENS[args.synthetic]
+            run_cost(args, v, pairs_file, n, first=v is r["variants"][0], lengths=f"uniform:{max(1, n // 4)}:{n}")
         except Exception as e:  # one method that cannot be built (a missing library, out of memory) must not end the run
             v["cost_error"] = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
         shutil.rmtree(bundle, ignore_errors=True)
@@ -167,10 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each cost measurement")
     p.add_argument("--snr-pairs", type=int, default=16, help="pairs whose hidden states give the layer SNR")
     p.add_argument("--enhance-below", type=int, default=6, help="replace the caption when the overall score is below this")
+    p.add_argument("--engines", default="fast,reference",
+                   help="decode engines to time: the first for every variant, all of them for the first variant")
+    p.add_argument("--stream-pairs", type=int, help="pairs streamed per batch size for pairs/s (default 4 x the largest batch)")
     p.add_argument("--no-cost", action="store_true", help="accuracy only (real models)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     args.batch_sizes = args.batch_sizes or ("1,8,32,64" if args.device == "cuda" else "1,4,16")
+    args.engines = args.engines.split(",")
+    if set(args.engines) - set(ENGINES):
+        p.error(f"--engines: use some of {', '.join(ENGINES)}")
+    args.stream_pairs = args.stream_pairs or 4 * max(int(b) for b in args.batch_sizes.split(","))
     out = Path(args.output)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
@@ -182,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": args.device,
         "mode": "synthetic" if args.synthetic else "models", "synthetic": args.synthetic,
         "reference": args.reference, "enhance_threshold": args.enhance_below, "environment": environment(args.device),
-        "workload": {"batch_sizes": args.batch_sizes, "repeats": args.repeats}}
+        "workload": {"batch_sizes": args.batch_sizes, "repeats": args.repeats, "engines": args.engines,
+                     "stream_pairs": args.stream_pairs}}
     try:
         if args.synthetic:
             r["ceilings"] = ceilings.measure(args.device)
@@ -199,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("measuring the machine's copy bandwidth and matmul throughput", file=sys.stderr)
                 r["ceilings"] = ceilings.measure(args.device)
                 for v in tqdm(r["variants"], desc="cost (one process per variant)", file=sys.stderr):
-                    run_cost(args, v, pairs_file, DEFAULT_MAX_NEW_TOKENS)
+                    run_cost(args, v, pairs_file, DEFAULT_MAX_NEW_TOKENS, first=v is r["variants"][0])
                     report.write(r, out, CAPS_GIB, plots=False)
         r["wall_s"] = time.time() - start
         files = report.write(r, out, CAPS_GIB, plots=not args.no_plots)
@@ -211,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "results.json").write_text(json.dumps(r, indent=2, default=str))
         print(f"interrupted; what was measured is in {out / 'results.json'}", file=sys.stderr)
         return 130
-    print("\n".join(report.main_table(r)))
+    print("\n".join(report.main_table(r) + [""] + report.engine_table(r)))
     print(f"wrote {', '.join(str(out / f) for f in files)} in {r['wall_s']:.0f}s")
     return 0
 

@@ -127,6 +127,34 @@ def cost_table(r: dict) -> list[str]:
     return rows
 
 
+def engine_table(r: dict) -> list[str]:
+    """The variants timed with more than one engine, each engine against the reference engine."""
+    timed = [v for v in r["variants"] if len(v.get("costs") or {}) > 1]
+    if not timed:
+        return []
+    rows = ["| variant | engine | decode ms/step b1 | ms/pair b1 | stream pairs/s (best batch) | new tokens/pair "
+            "| GPU idle | pairs/s vs reference | ms/step vs reference |", "|" + "---|" * 9]
+    for v in timed:
+        ref = v["costs"].get("reference")
+        for engine, c in v["costs"].items():
+            st = c.get("stream") or {}
+            idle = st.get("gpu_idle_share")
+            ratio = (lambda a, b: f"{a / b:.2f}x" if ref and b else "-")
+            rows.append(f"| {v['name']} | {engine}{' (compiled)' if c.get('compiled') else ''} | "
+                        f"{timing(c['decode_ms_per_step'], 2)} | {timing(c['batches']['1']['ms_per_pair'])} | "
+                        f"{num(st.get('pairs_per_s'), 2)} (b{c.get('stream_best_batch', '-')}) | "
+                        f"{num(st.get('new_tokens_mean'), 1)} | {'-' if idle is None else pct(idle)} | "
+                        f"{ratio(st.get('pairs_per_s', 0), (ref or {}).get('stream', {}).get('pairs_per_s'))} | "
+                        f"{ratio(med(c['decode_ms_per_step']), ref and med(ref['decode_ms_per_step']))} |")
+    lengths = next((c.get("lengths") for v in timed for c in v["costs"].values() if c.get("lengths")), None)
+    rows += ["", f"Stream: `Scorer.score_stream` (batch mode's path) over {r['workload'].get('stream_pairs', '?')} "
+             "pairs per batch size; the fast engine decodes them with continuous batching, the reference engine in "
+             "static batches. " + (f"Token budgets drawn from {lengths} (random weights never stop by themselves)."
+                                   if lengths else "Verdict lengths are the model's own.")
+             + " GPU idle = 1 - the GPU's own utilization sampled every 50 ms (NVML), '-' where there is none."]
+    return rows
+
+
 def fit_table(r: dict, caps: tuple[int, ...]) -> list[str]:
     caps = tuple(sorted(caps))
     measured = r["device"].startswith("cuda")
@@ -171,6 +199,8 @@ def write_markdown(r: dict, path: Path, caps: tuple[int, ...]) -> None:
                   f"Enhancement decision: replace the caption when the overall score is below "
                   f"{r['enhance_threshold']}. KL, top-1 and the expected score are teacher-forced on the "
                   f"reference's full answers ({tokens} tokens).", ""]
+    if engine_table(r):
+        lines += ["## Engines: fast against reference", "", *engine_table(r), ""]
     if "ceilings" in r:
         lines += ["## Cost", "", *cost_table(r), "", "## Consumer-GPU fit (batch sizes that run)", "",
                   *fit_table(r, caps), ""]

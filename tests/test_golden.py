@@ -2,7 +2,7 @@
 
 For all 35 recorded cases (7 images x 5 captions): the prompt's token ids, the pixels, the first-step
 logits, and the greedy new ids and text in both modes, through the Python API at batch 1 and 4 and
-through the command line. Every reference is a figure recorded from the original's own code.
+through the command line, with both engines (fast and reference). Every reference is a figure recorded from the original's own code.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ def image_path(case: dict) -> Path:
     return GOLDEN / "images" / case["image"]
 
 
-@pytest.fixture(scope="module")
-def scorer():
-    return Scorer.from_pretrained(GOLDEN / "checkpoint", device="cpu", dtype="fp32")
+@pytest.fixture(scope="module", params=["fast", "reference"])
+def scorer(request):
+    return Scorer.from_pretrained(GOLDEN / "checkpoint", device="cpu", dtype="fp32", engine=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +81,16 @@ def test_greedy_ids_and_text_equal_the_originals(scorer, prepared, batch, mode):
     assert [v.timings["new_tokens"] for v in verdicts] == [len(c[f"new_ids_{mode}"]) for c in CASES]
 
 
+@pytest.mark.parametrize("engine", ["fast", "reference"])
 @pytest.mark.parametrize("batch", ["1", "4"])
-def test_command_line_returns_the_originals_text(tmp_path, capsys, batch):
+def test_command_line_returns_the_originals_text(tmp_path, capsys, batch, engine):
     pairs = tmp_path / "cases.jsonl"
     pairs.write_text("".join(json.dumps({"id": c["id"], "image": str(image_path(c)), "caption": c["caption"]}) + "\n"
                              for c in CASES), encoding="utf-8")
     out = tmp_path / "verdicts.jsonl"
     rc = main(["--model", str(GOLDEN / "checkpoint"), "--input", str(pairs), "--output", str(out), "--output-all",
                "--max-new-tokens", str(MAX_NEW), "--dtype", "fp32", "--device", "cpu", "--batch-size", batch,
-               "--quiet"])
+               "--engine", engine, "--quiet"])
     assert rc == 0, capsys.readouterr().err
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in records] == [c["id"] for c in CASES]

@@ -126,7 +126,7 @@ class FastDecoder:
 
     @staticmethod
     def _compile(fn):
-        return torch.compile(fn, mode="reduce-overhead" if torch.cuda.is_available() else None, dynamic=False)
+        return torch.compile(fn, mode="reduce-overhead" if torch.cuda.is_available() else None)
 
     def _decide_eager(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self._summary(self.step(tokens, positions))

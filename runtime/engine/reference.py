@@ -85,12 +85,12 @@ class ReferenceDecoder:
         embeds, mask = left_pad(rows, pad.to(rows[0].dtype))
         config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max(budgets),
                                   eos_token_id=list(stop.eos_ids) or None, pad_token_id=self.pad_token_id,
-                                  use_cache=True, stop_strings=[stop.mark] if stop.mark else None)
+                                  use_cache=True, stop_strings=[stop.mark] if stop.mark else None,
+                                  output_logits=True, return_dict_in_generate=True)
         first = FirstToken()
         start = time.perf_counter()
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config,
-                                tokenizer=self.tokenizer, streamer=first, output_logits=True,
-                                return_dict_in_generate=True)
+                                tokenizer=self.tokenizer, streamer=first)
         seqs = out.sequences.tolist()  # to the host: the work is done
         seconds = time.perf_counter() - start
         ids = [finished(self.tokenizer, seq[:budget], stop) for seq, budget in zip(seqs, budgets)]
