@@ -34,7 +34,7 @@ def load_scorer(args: argparse.Namespace) -> Scorer:
     return Scorer.from_pretrained(path, device=args.device, dtype=args.dtype,
                                   trust_remote_code=args.trust_remote_code, vision_backend=args.vision_backend,
                                   engine=args.engine, slots=args.batch_size,
-                                  compile={"auto": None, "on": True, "off": False}[args.compile])
+                                  compile={"auto": None if args.input else False, "on": True, "off": False}[args.compile])
 
 
 def score_rows(scorer: Scorer, rows: list, args: argparse.Namespace) -> list[Verdict]:
@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine", choices=ENGINES, default="fast",
                    help="fast: static KV cache, continuous batching (default); reference: transformers' generate")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                   help="compile the fast engine's decode step (auto: on CUDA for a 16-bit backbone)")
+                   help="compile the fast engine's decode step (auto: in batch mode on CUDA for a 16-bit backbone)")
     p.add_argument("--workers", type=int, default=0,
                    help="processes that read and preprocess images ahead of the model (batch mode; default 0: none)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
