@@ -87,9 +87,12 @@ def _finish(out: Path, *, cfg, tokenizer, spec, eos: list[int], pad: int, info: 
     cfg.save_pretrained(str(out))
     GenerationConfig(eos_token_id=eos, pad_token_id=pad, do_sample=False).save_pretrained(str(out))
     processor(tokenizer, spec, cfg.vision_config.patch_size).save_pretrained(str(out))
-    tok_cfg = out / "tokenizer_config.json"  # a class name transformers 4.x and 5.x (and so vLLM, SGLang) know
-    tok_cfg.write_text(json.dumps({**json.loads(tok_cfg.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"},
-                                  indent=2, ensure_ascii=False))
+    # Names transformers 4.x and 5.x (and so vLLM, SGLang) both read: the plain fast tokenizer class, and the
+    # added special tokens as the list 4.x expects (5.x writes `extra_special_tokens`, a dict in 4.x).
+    tok_cfg = out / "tokenizer_config.json"
+    d = json.loads(tok_cfg.read_text())
+    d["additional_special_tokens"] = d.pop("extra_special_tokens", None) or [IMAGE_TOKEN]
+    tok_cfg.write_text(json.dumps({**d, "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2, ensure_ascii=False))
     proc_cfg = out / "preprocessor_config.json"  # SigLIP's PIL processor, under the name 4.x and 5.x share
     if proc_cfg.is_file():
         d = json.loads(proc_cfg.read_text())
