@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import GenerationConfig, SiglipVisionConfig
+from transformers import GenerationConfig, Qwen2Config, SiglipVisionConfig
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from quantize.llava import (IMAGE_TOKEN, STOP_STRING, export_tokenizer, llava_config, llava_name, padded,
@@ -93,10 +93,14 @@ def _finish(out: Path, *, cfg, tokenizer, spec, eos: list[int], pad: int, info: 
     d = json.loads(tok_cfg.read_text())
     d["additional_special_tokens"] = d.pop("extra_special_tokens", None) or [IMAGE_TOKEN]
     tok_cfg.write_text(json.dumps({**d, "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2, ensure_ascii=False))
-    proc_cfg = out / "preprocessor_config.json"  # SigLIP's PIL processor, under the name 4.x and 5.x share
-    if proc_cfg.is_file():
-        d = json.loads(proc_cfg.read_text())
-        proc_cfg.write_text(json.dumps({**d, "image_processor_type": "SiglipImageProcessor"}, indent=2))
+    # 4.x reads the image processor from its own file; 5.x nests it in processor_config.json.
+    image = json.loads((out / "processor_config.json").read_text())["image_processor"]
+    (out / "preprocessor_config.json").write_text(json.dumps({**image, "processor_class": "LlavaProcessor"}, indent=2))
+    # 4.x spellings beside 5.x's: without rope_theta, 4.x's Qwen2 would silently use its default 10000.
+    config = json.loads((out / "config.json").read_text())
+    text = config["text_config"]
+    text.update(rope_theta=text["rope_parameters"]["rope_theta"], torch_dtype=config["dtype"])
+    (out / "config.json").write_text(json.dumps({**config, "torch_dtype": config["dtype"]}, indent=2))
     (out / INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
 
 
@@ -156,8 +160,6 @@ def export_bundle(src: Path, out: Path) -> dict:
     verify(src, manifest)
     backbone = json.loads((src / manifest.backbone.path / "config.json").read_text())
     refuse_unmappable(backbone, str(src / manifest.backbone.path / "config.json"))
-    from transformers import Qwen2Config
-
     llm = Qwen2Config(**{k: v for k, v in backbone.items() if k not in ("quantization_config", "architectures")})
     vision = SiglipVisionConfig.from_json_file(src / entry.path / "config.json")
     vision.vision_use_head = False

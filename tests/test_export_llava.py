@@ -85,6 +85,8 @@ def test_export_says_where_the_image_token_lives(exported):
     assert golden["image_token_id"] == 768 and "resized from 768 to 769" in golden["image_token_row"]
     config = json.loads((exported / "golden" / "config.json").read_text())
     assert config["text_config"]["vocab_size"] == 769 and config["image_token_index"] == 768
+    source = json.loads((GOLDEN / "checkpoint" / "config.json").read_text())
+    assert config["text_config"]["rope_theta"] == source["rope_theta"]  # what transformers 4.x (vLLM) reads
 
 
 def test_golden_ids_pixels_and_greedy_ids_equal_the_originals(exported):
