@@ -112,8 +112,13 @@ def _info(source: str, kind: str, image_id: int, how: str, eos: list[int], note:
 
 def export_checkpoint(src: Path, out: Path) -> dict:
     """An AITQE checkpoint folder (released layout) -> llava-hf folder `out`."""
-    cfg = load_config(src)  # refuses an unreadable config and the fields the runtime cannot run
-    refuse_unmappable(cfg.raw, str(src / "config.json"))
+    try:
+        raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raw = None  # load_config says what is wrong with it
+    if isinstance(raw, dict):
+        refuse_unmappable(raw, str(src / "config.json"))
+    cfg = load_config(src)
     tokenizer, image_id, how = export_tokenizer(load_tokenizer(src), cfg.llm.vocab_size)
     vocab = max(cfg.llm.vocab_size, image_id + 1)
     dtype = stored_dtype(cfg)

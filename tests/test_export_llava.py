@@ -183,8 +183,16 @@ def test_unmappable_checkpoints_are_refused_naming_the_field(tmp_path, capsys, f
     (src / "config.json").write_text(json.dumps({**config, field: value}))
     assert main(["--model", str(src), "--output", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and field in err and err.count("\n") == 1
+    assert err.startswith("error: ") and field in err and "cannot be exported as LLaVA" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_sharded_export_loads_and_gives_the_runtimes_ids(tmp_path, monkeypatch, demo_scorer):
+    monkeypatch.setattr("quantize.export.SHARD_BYTES", 2 << 20)
+    export_to(DEMO_MODEL, tmp_path / "sharded")
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 2
+    compare_with_runtime(demo_scorer, *load(tmp_path / "sharded"), demo_pairs(2, DEMO_SEED, "evaluation"))
 
 
 def test_existing_output_is_kept_without_force(exported, capsys):
