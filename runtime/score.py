@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
+from runtime.lock import output_lock
 from runtime.pairs import RecordWriter, done_lines, read_pairs
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer, Verdict
 
@@ -49,9 +50,14 @@ def score_rows(scorer: Scorer, rows: list, args: argparse.Namespace) -> list[Ver
 
 
 def run_batch(scorer: Scorer, args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    with output_lock(output):
+        return _run_batch_locked(scorer, args, output)
+
+
+def _run_batch_locked(scorer: Scorer, args: argparse.Namespace, output: Path) -> int:
     from tqdm import tqdm
 
-    output = Path(args.output)
     done = done_lines(output)
     rows = [r for r in read_pairs(args.input) if r.line not in done]
     writer = RecordWriter(output)
@@ -136,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: everything already written is kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception as e:  # never a traceback on the user's screen (--debug shows it)
+        if args.debug:
+            raise
+        reason = " ".join(str(e).split())[:300] or "no message"
+        print(f"error: unexpected {type(e).__name__}: {reason}; everything already written is kept; "
+              "rerun with --debug for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

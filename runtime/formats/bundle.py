@@ -3,6 +3,7 @@ checksum first, then the manifest's backbone method and vision format say how ea
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,46 @@ from transformers import SiglipVisionConfig
 from transformers.utils import logging as hf_logging
 
 from runtime.errors import InputError
+from runtime.files import read_text
 from runtime.formats import method
 from runtime.formats.manifest import Manifest, Vision, read_manifest, verify
 from runtime.model.checkpoint import load_tokenizer
+from runtime.model.sizes import check_llm_shapes, check_vision_shapes, header_shapes
 from runtime.model.vision import VisionEncoder
+
+DENSE_METHODS = ("bf16", "fp16")  # backbones whose attention and MLP matrices keep their plain shapes
+
+
+def read_config(path: Path) -> dict:
+    """A folder's config.json as a dict, or a one-line InputError."""
+    try:
+        d = json.loads(read_text(path, str(path)))
+    except (ValueError, RecursionError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{path}: not a readable JSON file ({' '.join(str(e).split())[:200]}); "
+                         "re-create the bundle with python -m quantize") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: not a JSON object; re-create the bundle with python -m quantize")
+    return d
+
+
+def check_backbone(folder: Path, method_name: str) -> dict:
+    """The backbone's config.json, its sizes checked against its weight headers before loading."""
+    cfg = read_config(folder / "config.json")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InputError(f"{folder}: no safetensors weights; re-create the bundle with python -m quantize")
+    check_llm_shapes(cfg, header_shapes(files), "model.", folder / "config.json",
+                     projections=method_name in DENSE_METHODS)
+    return cfg
 
 
 def load_backbone(root: Path, manifest: Manifest, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
     """The backbone as its method saved it."""
     name = manifest.backbone.method
     m = method(name)
+    check_backbone(root / manifest.backbone.path, name)
     hf_logging.disable_progress_bar()  # stderr stays for messages, not per-load progress bars
     try:
         return m.load(root / manifest.backbone.path, manifest.backbone.params, device, dtype).eval()
@@ -45,8 +76,10 @@ def vision_entry(manifest: Manifest, backend: str | None = None) -> Vision:
                      f"--vision {backend}")
 
 
-def load_vision(root: Path, entry: Vision, llm_hidden: int, device: str, dtype: torch.dtype | None) -> Any:
-    """The vision encoder (pixels -> embeddings) of one manifest entry."""
+def load_vision(root: Path, entry: Vision, llm_hidden: int, device: str, dtype: torch.dtype | None,
+                image_size: int | None = None) -> Any:
+    """The vision encoder (pixels -> embeddings) of one manifest entry; `image_size`, when given,
+    must be the torch tower's own (the manifest's image.size)."""
     folder = root / entry.path
     if entry.format == "onnx":
         from runtime.model.vision_onnx import OnnxVisionEncoder
@@ -54,7 +87,18 @@ def load_vision(root: Path, entry: Vision, llm_hidden: int, device: str, dtype: 
         return OnnxVisionEncoder(folder / entry.file, device, dtype)
     if entry.format != "torch":
         raise InputError(f"vision format {entry.format!r} is unknown to this version; upgrade aitqe-edge")
-    cfg = SiglipVisionConfig.from_json_file(folder / "config.json")
+    raw = read_config(folder / "config.json")
+    where = folder / "config.json"
+    check_vision_shapes({**SiglipVisionConfig().to_dict(), **raw}, header_shapes([folder / "model.safetensors"]), "",
+                        where, cut=True)
+    if image_size is not None and image_size != raw["image_size"]:
+        raise InputError(f"{root}/manifest.json: image.size {image_size} differs from the vision tower's image_size "
+                         f"{raw['image_size']} ({where}); re-create the bundle with python -m quantize")
+    try:
+        cfg = SiglipVisionConfig.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{where}: unusable vision config ({' '.join(str(e).split())[:200]}); "
+                         "re-create the bundle with python -m quantize") from None
     with init_empty_weights(include_buffers=False):
         enc = VisionEncoder(cfg, llm_hidden)
     state = load_file(folder / "model.safetensors")
@@ -79,5 +123,5 @@ def load_bundle(root: str | Path, *, device: str = "cpu", dtype: torch.dtype | N
     entry = vision_entry(manifest, vision_backend)  # an unavailable backend fails before loading
     verify(root, manifest)
     llm = load_backbone(root, manifest, device, dtype)
-    vision = load_vision(root, entry, llm.config.hidden_size, device, dtype)
+    vision = load_vision(root, entry, llm.config.hidden_size, device, dtype, manifest.image.size)
     return Bundle(manifest, llm, vision, load_tokenizer(root / "tokenizer", trust_remote_code))
