@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 from safetensors.torch import load_file
-from transformers import SiglipVisionConfig
+from transformers import Qwen2Config, SiglipVisionConfig
 from transformers.utils import logging as hf_logging
 
 from runtime.errors import InputError
@@ -47,6 +47,11 @@ def check_backbone(folder: Path, method_name: str) -> dict:
         raise InputError(f"{folder}: no safetensors weights; re-create the bundle with python -m quantize")
     check_llm_shapes(cfg, header_shapes(files), "model.", folder / "config.json",
                      projections=method_name in DENSE_METHODS)
+    try:
+        Qwen2Config.from_dict(cfg)
+    except Exception as e:  # transformers' config classes raise several kinds
+        raise InputError(f"{folder / 'config.json'}: unusable backbone config ({' '.join(str(e).split())[:200]}); "
+                         "re-create the bundle with python -m quantize") from None
     return cfg
 
 
@@ -96,7 +101,7 @@ def load_vision(root: Path, entry: Vision, llm_hidden: int, device: str, dtype: 
                          f"{raw['image_size']} ({where}); re-create the bundle with python -m quantize")
     try:
         cfg = SiglipVisionConfig.from_dict(raw)
-    except (TypeError, ValueError) as e:
+    except Exception as e:  # transformers' config classes raise several kinds
         raise InputError(f"{where}: unusable vision config ({' '.join(str(e).split())[:200]}); "
                          "re-create the bundle with python -m quantize") from None
     with init_empty_weights(include_buffers=False):

@@ -112,7 +112,7 @@ def _llm_config(raw: dict, path: Path) -> Qwen2Config:
     check_llm_values(fields, path)
     try:
         return Qwen2Config(**fields)
-    except (TypeError, ValueError, ArithmeticError) as e:
+    except Exception as e:  # transformers' config classes raise several kinds
         raise InputError(f"{path}: unusable language-model config ({' '.join(str(e).split())[:200]}); "
                          "fix config.json") from None
 
@@ -183,7 +183,7 @@ def _vision_config(raw: dict, root: Path) -> tuple[SiglipVisionConfig, ImageSpec
     check_vision_values({**SiglipVisionConfig().to_dict(), **keep}, folder / "config.json")
     try:
         vision = SiglipVisionConfig(**keep)
-    except (TypeError, ValueError, ArithmeticError) as e:
+    except Exception as e:  # transformers' config classes raise several kinds
         raise InputError(f"{folder / 'config.json'}: unusable vision config ({' '.join(str(e).split())[:200]}); "
                          "restore the file") from None
     proc = folder / "preprocessor_config.json"
