@@ -34,6 +34,10 @@ def _check_mode(mode: int, what: str) -> None:
         raise InputError(f"{what}: is {kind(mode)}, not a regular file; pass a regular file")
 
 
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+
+
 def open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
     """`path` opened for binary reading if it is a regular file (symlinks followed), else InputError.
 
@@ -41,7 +45,7 @@ def open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
     still yields data (a /proc or sysfs pseudo-file) is refused too: its size cannot be trusted.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        f = open(path, "rb", opener=_open_nonblocking)
     except FileNotFoundError:
         raise InputError(f"{what}: file does not exist; check the path") from None
     except PermissionError:
@@ -51,12 +55,11 @@ def open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
     except (OSError, ValueError) as e:  # ValueError: NUL byte in the path
         raise InputError(f"{what}: cannot read the file ({' '.join(str(e).split())}); check the path") from None
     try:
-        st = os.fstat(fd)
+        st = os.fstat(f.fileno())
         _check_mode(st.st_mode, what)
-        os.set_blocking(fd, True)
-        f = os.fdopen(fd, "rb")
+        os.set_blocking(f.fileno(), True)
     except BaseException:
-        os.close(fd)
+        f.close()
         raise
     if st.st_size == 0 and f.read(1):
         f.close()

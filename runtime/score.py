@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
+from runtime.files import check_regular
 from runtime.lock import output_lock
 from runtime.pairs import RecordWriter, done_lines, read_pairs
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer, Verdict
@@ -128,8 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.input and not Path(args.input).is_file():
+        if args.input and not Path(args.input).exists():
             raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL file")
+        if args.input:
+            check_regular(args.input, f"--input {args.input}")
         scorer = load_scorer(args)
         if args.debug:
             print(f"debug: {scorer.model_id}: greedy decoding; end of generation: token ids {list(scorer.eos.ids)} "

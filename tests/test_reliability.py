@@ -85,6 +85,19 @@ def test_batch_with_a_fifo_line_goes_on(tmp_path):
     assert "FIFO" in records[0]["error"] and records[1]["error"] is None
 
 
+@pytest.mark.parametrize("which", ["--input", "--output"])
+def test_fifo_pairs_or_output_file_is_a_one_line_error(tmp_path, capsys, which):
+    png(tmp_path / "ok.png")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": 1, "image": "ok.png", "caption": "x"}) + "\n")
+    paths = {"--input": pairs, "--output": tmp_path / "out.jsonl"}
+    paths[which].unlink(missing_ok=True)
+    os.mkfifo(paths[which])
+    with deadline(30):
+        rc = main(["--input", str(paths["--input"]), "--output", str(paths["--output"]), "--quiet"])
+    assert rc == 1 and "FIFO" in one_line_error(capsys)
+
+
 # ---------------------------------------------------------------- images
 
 EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n"
