@@ -87,3 +87,23 @@ def test_any_config_value_is_checked_or_refused_in_one_line(tmp_path_factory, ll
                                                                          "image_size", "patch_size",
                                                                          "intermediate_size"))
     assert time.perf_counter() - start < 3
+
+
+@settings(max_examples=20, deadline=20000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(raw_line, min_size=1, max_size=6))
+def test_any_pairs_file_through_the_cli_gives_one_record_per_line(tmp_path_factory, capsys, lines):
+    from PIL import Image
+
+    from runtime.score import main
+
+    folder = tmp_path_factory.mktemp("cli")
+    Image.new("RGB", (20, 20), (0, 90, 200)).save(folder / "a.png")
+    data = b"\n".join(as_bytes(line).replace(b"\r", b" ") for line in lines) + b"\n"
+    (folder / "pairs.jsonl").write_bytes(data)
+    out = folder / "out.jsonl"
+    rc = main(["--input", str(folder / "pairs.jsonl"), "--output", str(out), "--quiet", "--max-new-tokens", "2",
+               "--batch-size", "3"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err, err
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in records] == list(range(1, data.count(b"\n") + 1))

@@ -185,6 +185,7 @@ def _vision_path_out(d, root):
     ("needs_config", _drop_config_from_files, "backbone/config.json"),
     ("image_size", lambda d, r: d["image"].update(size=100_000), "image size 100000"),
     ("image_size_mismatch", lambda d, r: d["image"].update(size=64), "image.size 64"),
+    ("image_tokens_mismatch", lambda d, r: d.update(image_tokens=5), "image_tokens 5"),
     ("vision_empty", lambda d, r: d.update(vision=[]), "vision"),
     ("eos_str", lambda d, r: d["eos"].update(ids=["x"]), "eos.ids"),
     ("backbone_path_out", lambda d, r: d["backbone"].update(path="/etc"), "backbone.path"),
@@ -202,4 +203,28 @@ def test_fifo_in_bundle_is_refused_at_once(bundle, tmp_path, capsys):
     root = bundle_copy(bundle, tmp_path / "fifo")
     (root / "backbone" / "model.safetensors").unlink()
     os.mkfifo(root / "backbone" / "model.safetensors")
+    assert "FIFO" in score_fails(root, tmp_path, capsys, seconds=10)
+
+
+def test_onnx_bundle_image_size_must_be_the_graphs(tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert quantize(["--model", str(GOLDEN), "--method", "bf16", "--vision", "onnx", "--output", str(out)]) == 0
+    capsys.readouterr()
+    root = bundle_copy(out, tmp_path / "onnx-64", lambda d, r: d["image"].update(size=64))
+    assert "image.size 64 differs" in score_fails(root, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("file", ["siglip/config.json", "siglip/preprocessor_config.json", "generation_config.json",
+                                  "config.json"])
+def test_fifo_config_file_is_refused_not_skipped(tmp_path, capsys, file):
+    root = checkpoint_copy(tmp_path, "fifo_cfg")
+    (root / file).unlink()
+    os.mkfifo(root / file)
+    assert "FIFO" in score_fails(root, tmp_path, capsys, seconds=10)
+
+
+def test_fifo_manifest_is_refused_at_once(bundle, tmp_path, capsys):
+    root = bundle_copy(bundle, tmp_path / "fifo_manifest")
+    (root / "manifest.json").unlink()
+    os.mkfifo(root / "manifest.json")
     assert "FIFO" in score_fails(root, tmp_path, capsys, seconds=10)

@@ -81,24 +81,34 @@ def vision_entry(manifest: Manifest, backend: str | None = None) -> Vision:
                      f"--vision {backend}")
 
 
+def _check_image(root: Path, image: tuple[int, int] | None, size: object, tokens: object, where: Path) -> None:
+    """The manifest's (image.size, image_tokens) against the vision tower's own, when both are known."""
+    if image is None:
+        return
+    for name, mine, theirs in (("image.size", image[0], size), ("image_tokens", image[1], tokens)):
+        if isinstance(theirs, int) and mine != theirs:
+            raise InputError(f"{root}/manifest.json: {name} {mine} differs from the vision tower's {theirs} ({where}); "
+                             "re-create the bundle with python -m quantize")
+
+
 def load_vision(root: Path, entry: Vision, llm_hidden: int, device: str, dtype: torch.dtype | None,
-                image_size: int | None = None) -> Any:
-    """The vision encoder (pixels -> embeddings) of one manifest entry; `image_size`, when given,
-    must be the torch tower's own (the manifest's image.size)."""
+                image: tuple[int, int] | None = None) -> Any:
+    """The vision encoder (pixels -> embeddings) of one manifest entry; `image`, when given, is the
+    manifest's (image.size, image_tokens), which must be the tower's own."""
     folder = root / entry.path
     if entry.format == "onnx":
         from runtime.model.vision_onnx import OnnxVisionEncoder
 
-        return OnnxVisionEncoder(folder / entry.file, device, dtype)
+        enc = OnnxVisionEncoder(folder / entry.file, device, dtype)
+        _check_image(root, image, enc.image_size, enc.tokens, folder / entry.file)
+        return enc
     if entry.format != "torch":
         raise InputError(f"vision format {entry.format!r} is unknown to this version; upgrade aitqe-edge")
     raw = read_config(folder / "config.json")
     where = folder / "config.json"
     check_vision_shapes({**SiglipVisionConfig().to_dict(), **raw}, header_shapes([folder / "model.safetensors"]), "",
                         where, cut=True)
-    if image_size is not None and image_size != raw["image_size"]:
-        raise InputError(f"{root}/manifest.json: image.size {image_size} differs from the vision tower's image_size "
-                         f"{raw['image_size']} ({where}); re-create the bundle with python -m quantize")
+    _check_image(root, image, raw["image_size"], (raw["image_size"] // raw["patch_size"]) ** 2, where)
     try:
         cfg = SiglipVisionConfig.from_dict(raw)
     except Exception as e:  # transformers' config classes raise several kinds
@@ -128,5 +138,6 @@ def load_bundle(root: str | Path, *, device: str = "cpu", dtype: torch.dtype | N
     entry = vision_entry(manifest, vision_backend)  # an unavailable backend fails before loading
     verify(root, manifest)
     llm = load_backbone(root, manifest, device, dtype)
-    vision = load_vision(root, entry, llm.config.hidden_size, device, dtype, manifest.image.size)
+    vision = load_vision(root, entry, llm.config.hidden_size, device, dtype,
+                         (manifest.image.size, manifest.image_tokens))
     return Bundle(manifest, llm, vision, load_tokenizer(root / "tokenizer", trust_remote_code))

@@ -146,7 +146,7 @@ def sha256_file(path: Path) -> str:
 
 
 def is_bundle(root: str | Path) -> bool:
-    return (Path(root) / "manifest.json").is_file()
+    return (Path(root) / "manifest.json").exists()
 
 
 def read_manifest(root: str | Path) -> Manifest:

@@ -63,7 +63,7 @@ class Checkpoint:
 def weight_files(root: Path) -> list[Path]:
     """The checkpoint's weight files, in load order."""
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (root / index).is_file():
+        if (root / index).exists():
             try:
                 shards = sorted(set(json.loads(read_text(root / index, str(root / index)))["weight_map"].values()))
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:

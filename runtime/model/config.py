@@ -156,7 +156,7 @@ def resolve_eos(root: Path, raw: dict) -> Eos:
 def _vision_folder(name: str, root: Path) -> Path | None:
     """A local folder holding the SigLIP config, found without network."""
     for cand in (Path(name).expanduser(), root / name):
-        if (cand / "config.json").is_file():
+        if (cand / "config.json").exists():
             return cand
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -187,7 +187,7 @@ def _vision_config(raw: dict, root: Path) -> tuple[SiglipVisionConfig, ImageSpec
         raise InputError(f"{folder / 'config.json'}: unusable vision config ({' '.join(str(e).split())[:200]}); "
                          "restore the file") from None
     proc = folder / "preprocessor_config.json"
-    if not proc.is_file():
+    if not proc.exists():
         return vision, ImageSpec(size=vision.image_size), str(folder)
     spec = ImageSpec.from_processor_config(_read_json(proc))
     if spec.size != vision.image_size:
