@@ -172,6 +172,30 @@ def test_every_line_gets_one_record_nesting_blank_and_surrogates_included(tmp_pa
     assert done_lines(out) == set(range(1, 8))
 
 
+def test_overlong_line_is_an_error_record_and_the_next_line_is_read(tmp_path):
+    from runtime.pairs import MAX_LINE_BYTES
+
+    png(tmp_path / "ok.png")
+    pairs = tmp_path / "pairs.jsonl"
+    long_line = json.dumps({"id": "long", "image": "ok.png", "caption": "x" * (MAX_LINE_BYTES + 10)})
+    pairs.write_text(long_line + "\n" + json.dumps({"id": "next", "image": "ok.png", "caption": "y"}) + "\n")
+    rows = list(read_pairs(pairs))
+    assert [r.line for r in rows] == [1, 2]
+    assert "longer than" in rows[0].error and rows[1].error is None and rows[1].id == "next"
+
+
+def test_unexpected_failure_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import runtime.score as score
+
+    def broken(args):
+        raise KeyError("something nobody foresaw")
+    monkeypatch.setattr(score, "load_scorer", broken)
+    assert main(["--image", str(png(tmp_path / "a.png")), "--caption", "x"]) == 1
+    assert "unexpected KeyError" in one_line_error(capsys)
+    with pytest.raises(KeyError):  # --debug keeps the traceback for a bug report
+        main(["--image", str(tmp_path / "a.png"), "--caption", "x", "--debug"])
+
+
 # ---------------------------------------------------------------- resume
 
 RECORD = {"id": "a", "line": 1, "error": None}
