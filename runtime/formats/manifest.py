@@ -182,7 +182,8 @@ def required_files(manifest: Manifest) -> list[str]:
     """Files every bundle of this format holds; a manifest that does not list them is refused."""
     need = [f"{manifest.backbone.path}/config.json", "tokenizer/tokenizer_config.json"]
     for v in manifest.vision:
-        need += [f"{v.path}/{v.file}"] if v.format == "onnx" else [f"{v.path}/config.json", f"{v.path}/model.safetensors"]
+        need += ([f"{v.path}/{v.file}"] if v.format == "onnx"
+                 else [f"{v.path}/config.json", f"{v.path}/model.safetensors"])
     return need
 
 

@@ -144,7 +144,8 @@ def check_sizes(cfg: AITQEConfig, shapes: dict[str, tuple], root: Path) -> None:
     check_llm_shapes(cfg.llm.to_dict(), shapes, llm, where)
     vision = "vision_model.vision_model." if any(n.startswith("vision_model.vision_model.") for n in shapes) \
         else "vision_model."
-    check_vision_shapes(cfg.vision.to_dict(), shapes, vision, f"{where} (vision config from {cfg.vision_config_source})",
+    check_vision_shapes(cfg.vision.to_dict(), shapes, vision,
+                        f"{where} (vision config from {cfg.vision_config_source})",
                         cut=False)
     projector = shapes.get("mm_projector.0.weight")
     if projector is not None and tuple(projector) != (cfg.llm.hidden_size, cfg.vision.hidden_size):
