@@ -16,6 +16,8 @@ from pathlib import Path
 
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
+from runtime.files import check_regular
+from runtime.lock import output_lock
 from runtime.pairs import RecordWriter, done_lines, read_pairs
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer, Verdict
 
@@ -72,9 +74,14 @@ def score_stream(scorer: Scorer, rows: list, args: argparse.Namespace) -> Iterat
 
 
 def run_batch(scorer: Scorer, args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    with output_lock(output):
+        return _run_batch_locked(scorer, args, output)
+
+
+def _run_batch_locked(scorer: Scorer, args: argparse.Namespace, output: Path) -> int:
     from tqdm import tqdm
 
-    output = Path(args.output)
     done = done_lines(output)
     rows = [r for r in read_pairs(args.input) if r.line not in done]
     good = score_stream(scorer, [r for r in rows if not r.error], args)
@@ -152,8 +159,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.input and not Path(args.input).is_file():
+        if args.input and not Path(args.input).exists():
             raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL file")
+        if args.input:
+            check_regular(args.input, f"--input {args.input}")
         scorer = load_scorer(args)
         if args.debug:
             print(f"debug: {scorer.model_id}: {scorer.engine} engine, greedy decoding; end of generation: token ids {list(scorer.eos.ids)} "
@@ -166,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: everything already written is kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception as e:  # never a traceback on the user's screen (--debug shows it)
+        if args.debug:
+            raise
+        reason = " ".join(str(e).split())[:300] or "no message"
+        print(f"error: unexpected {type(e).__name__}: {reason}; everything already written is kept; "
+              "rerun with --debug for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

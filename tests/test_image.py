@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import runtime.image as image_mod
+import runtime.files as files_mod
 from runtime.errors import InputError
 from runtime.image import MAX_PIXELS, ImageSpec, load_image, preprocess
 
@@ -127,12 +128,12 @@ def test_unreadable_permission_error(tmp_path, monkeypatch):
 
     def deny(*a, **k):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(image_mod, "open", deny, raising=False)
+    monkeypatch.setattr(files_mod.os, "open", deny)
     _assert_err(p, "permission denied")
 
     def io_error(*a, **k):
         raise OSError(5, "Input/output error")
-    monkeypatch.setattr(image_mod, "open", io_error, raising=False)
+    monkeypatch.setattr(files_mod.os, "open", io_error)
     _assert_err(p, "cannot read")
 
 

@@ -14,16 +14,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from runtime.errors import InputError
+from runtime.files import kind, open_regular, read_text, show
 from runtime.image import ImageSpec
 from runtime.model.config import Eos
 
 FORMAT = "aitqe-edge-bundle"
 FORMAT_VERSION = 3  # 2: end of generation as the original resolves it; 3: typed, with the calibration record
 RECREATE = "re-create the bundle with python -m quantize"
+SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_IMAGE_TOKENS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -92,28 +98,66 @@ class Manifest:
                    pad_token_id=d["pad_token_id"],
                    calibration=None if cal is None else Calibration(**{**cal, "pair_ids": tuple(cal["pair_ids"])}),
                    note=d.get("note"), quantize_seconds=d.get("quantize_seconds"),
-                   versions=d.get("versions", {}), files=d["files"])
+                   versions=d.get("versions", {}), files=d["files"]).checked()
+
+    def checked(self) -> Manifest:
+        """This manifest if its fields have usable types and values, else ValueError naming the field."""
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(self.files, dict) or not self.files:
+            raise ValueError("files must map each file of the bundle to its sha256")
+        for rel, digest in self.files.items():
+            relative_path(rel, "files")
+            if not isinstance(digest, str) or not SHA256.fullmatch(digest):
+                raise ValueError(f"files[{rel!r}] is not a sha256 hex digest")
+        if not isinstance(self.backbone.method, str) or not isinstance(self.backbone.params, dict):
+            raise ValueError("backbone.method must be a string and backbone.params an object")
+        relative_path(self.backbone.path, "backbone.path")
+        if not self.vision:
+            raise ValueError("vision lists no vision encoder")
+        for v in self.vision:
+            relative_path(v.path, "vision.path")
+            if v.format == "onnx":
+                relative_path(v.file, "vision.file")
+        if not is_int(self.image_tokens) or not 1 <= self.image_tokens <= MAX_IMAGE_TOKENS:
+            raise ValueError(f"image_tokens {self.image_tokens!r} is out of range (1..{MAX_IMAGE_TOKENS})")
+        if not all(is_int(i) and i >= 0 for i in (*self.eos.ids, self.pad_token_id)):
+            raise ValueError("eos.ids and pad_token_id must be token ids (integers >= 0)")
+        return self
+
+
+def relative_path(rel: object, field_name: str) -> PurePosixPath:
+    """A manifest path: relative, '/'-separated, without '..', or ValueError naming the field."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        raise ValueError(f"{field_name}: {rel!r} is not a relative path inside the bundle")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or rel.startswith("~"):
+        raise ValueError(f"{field_name}: {rel!r} points outside the bundle (absolute or '..')")
+    return p
 
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with open_regular(path, str(path)) as f:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
 
 
 def is_bundle(root: str | Path) -> bool:
-    return (Path(root) / "manifest.json").is_file()
+    return (Path(root) / "manifest.json").exists()
 
 
 def read_manifest(root: str | Path) -> Manifest:
     """The bundle's manifest, or a one-line InputError (unreadable, other format or version, broken)."""
     root = Path(root)
     try:
-        d = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{root}/manifest.json: unreadable ({e}); {RECREATE}") from e
+        d = json.loads(read_text(root / "manifest.json", f"{root}/manifest.json"))
+    except (ValueError, RecursionError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{root}/manifest.json: unreadable ({' '.join(str(e).split())[:200]}); {RECREATE}") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise InputError(f"{root}: not an {FORMAT} bundle (manifest.json); {RECREATE}")
     if d.get("format_version") != FORMAT_VERSION:
@@ -122,7 +166,8 @@ def read_manifest(root: str | Path) -> Manifest:
     try:
         return Manifest.from_dict(d)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise InputError(f"{root}/manifest.json: malformed ({type(e).__name__}: {e}); {RECREATE}") from e
+        reason = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:300]
+        raise InputError(f"{root}/manifest.json: malformed ({reason}); {RECREATE}") from None
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:
@@ -133,11 +178,56 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     return manifest
 
 
+def required_files(manifest: Manifest) -> list[str]:
+    """Files every bundle of this format holds; a manifest that does not list them is refused."""
+    need = [f"{manifest.backbone.path}/config.json", "tokenizer/tokenizer_config.json"]
+    for v in manifest.vision:
+        need += ([f"{v.path}/{v.file}"] if v.format == "onnx"
+                 else [f"{v.path}/config.json", f"{v.path}/model.safetensors"])
+    return need
+
+
+def bundle_files(root: Path) -> dict[str, Path]:
+    """Every file under root (relative posix path -> path), refusing anything but regular files
+    and folders, and links that lead outside the bundle. Links are not followed into folders."""
+    top = root.resolve()
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(top):
+                    raise InputError(f"bundle {show(root)}: {show(rel)} is a link to {show(target)}, outside the "
+                                     f"bundle; {RECREATE}")
+            mode = path.stat().st_mode if path.exists() else 0
+            if stat.S_ISDIR(mode):
+                if path.is_symlink():
+                    raise InputError(f"bundle {show(root)}: {show(rel)} is a link to a folder; {RECREATE}")
+                continue
+            if not stat.S_ISREG(mode):
+                what = kind(mode) if mode else "a broken link"
+                raise InputError(f"bundle {show(root)}: {show(rel)} is {what}, not a regular file; {RECREATE}")
+            found[rel] = path
+    return found
+
+
 def verify(root: Path, manifest: Manifest) -> None:
-    """Refuse a bundle with a missing or altered file."""
+    """Refuse a bundle with a missing, altered, unlisted or non-regular file, a path outside the
+    bundle, or a manifest that leaves out a file the format needs."""
+    present = bundle_files(root)
+    present.pop("manifest.json", None)
+    need = [rel for rel in required_files(manifest) if rel not in manifest.files]
+    if need:
+        raise InputError(f"bundle {show(root)}: the manifest does not list {show(need[0])}, which every bundle "
+                         f"needs; {RECREATE}")
+    unlisted = sorted(set(present) - set(manifest.files))
+    if unlisted:
+        raise InputError(f"bundle {show(root)}: file {show(unlisted[0])} is not in the manifest (a bundle holds "
+                         f"only the files it lists); remove it or {RECREATE}")
     for rel, expected in manifest.files.items():
-        path = root / rel
-        if not path.is_file():
-            raise InputError(f"bundle {root}: file {rel} is missing; {RECREATE}")
-        if sha256_file(path) != expected:
-            raise InputError(f"bundle {root}: file {rel} was altered (checksum mismatch); {RECREATE}")
+        if rel not in present:
+            raise InputError(f"bundle {show(root)}: file {show(rel)} is missing; {RECREATE}")
+        if sha256_file(present[rel]) != expected:
+            raise InputError(f"bundle {show(root)}: file {show(rel)} was altered (checksum mismatch); {RECREATE}")

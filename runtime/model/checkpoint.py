@@ -33,6 +33,8 @@ from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBas
 
 from runtime.model.config import AITQEConfig, load_config
 from runtime.errors import InputError
+from runtime.files import check_folder_files, check_regular, read_text
+from runtime.model.sizes import check_llm_shapes, check_vision_shapes, header_shapes
 from runtime.model.vision import VisionEncoder
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -61,15 +63,20 @@ class Checkpoint:
 def weight_files(root: Path) -> list[Path]:
     """The checkpoint's weight files, in load order."""
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (root / index).is_file():
+        if (root / index).exists():
             try:
-                shards = sorted(set(json.loads((root / index).read_text())["weight_map"].values()))
-            except (OSError, ValueError, KeyError) as e:
-                raise InputError(f"{root / index}: unreadable weight index ({e}); restore it") from e
-            missing = [s for s in shards if not (root / s).is_file()]
+                shards = sorted(set(json.loads(read_text(root / index, str(root / index)))["weight_map"].values()))
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+                raise InputError(f"{root / index}: unreadable weight index ({type(e).__name__}); restore it") from None
+            bad = [s for s in shards if not isinstance(s, str) or Path(s).is_absolute() or ".." in Path(s).parts]
+            if bad:
+                raise InputError(f"{root / index}: shard name {bad[0]!r} is not a file of this folder; restore it")
+            missing = [s for s in shards if not (root / s).exists()]
             if missing:
                 raise InputError(f"{root}: weight shard {missing[0]} listed in {index} is missing; "
                                  "re-download the checkpoint")
+            for s in shards:
+                check_regular(root / s, f"weight shard {root / s}")
             return [root / s for s in shards]
     for pattern in ("model*.safetensors", "pytorch_model*.bin"):
         found = sorted(root.glob(pattern))
@@ -115,6 +122,7 @@ def runtime_name(name: str, vision_layers: int) -> str | None:
 
 
 def load_tokenizer(root: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    check_folder_files(root, "tokenizer folder")
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:  # an empty model config: AutoTokenizer would read config.json, whose model_type "mm" it does not know
@@ -129,13 +137,32 @@ def load_tokenizer(root: Path, trust_remote_code: bool = False) -> PreTrainedTok
     return tok
 
 
+def check_sizes(cfg: AITQEConfig, shapes: dict[str, tuple], root: Path) -> None:
+    """The config's sizes against the weight headers, before anything is built (runtime.model.sizes)."""
+    where = root / "config.json"
+    llm = "model.model." if any(n.startswith("model.model.") for n in shapes) else "model."
+    check_llm_shapes(cfg.llm.to_dict(), shapes, llm, where)
+    vision = "vision_model.vision_model." if any(n.startswith("vision_model.vision_model.") for n in shapes) \
+        else "vision_model."
+    check_vision_shapes(cfg.vision.to_dict(), shapes, vision,
+                        f"{where} (vision config from {cfg.vision_config_source})",
+                        cut=False)
+    projector = shapes.get("mm_projector.0.weight")
+    if projector is not None and tuple(projector) != (cfg.llm.hidden_size, cfg.vision.hidden_size):
+        raise InputError(f"{where}: hidden_size {cfg.llm.hidden_size} and vision hidden_size {cfg.vision.hidden_size} "
+                         f"give mm_projector.0.weight the shape {(cfg.llm.hidden_size, cfg.vision.hidden_size)}, but "
+                         f"the weights hold {tuple(projector)}; fix config.json or use the weights that go with it")
+
+
 def load_checkpoint(root: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                     trust_remote_code: bool = False, attn_implementation: str = "sdpa") -> Checkpoint:
     """Load an AITQE checkpoint folder; raises InputError with a one-line reason if unusable."""
     root = Path(root)
+    check_folder_files(root, "checkpoint folder")
     cfg = load_config(root)
-    tokenizer = load_tokenizer(root, trust_remote_code)
     files = weight_files(root)
+    check_sizes(cfg, header_shapes(files), root)
+    tokenizer = load_tokenizer(root, trust_remote_code)
     with init_empty_weights(include_buffers=False):
         modules = AITQEModules(cfg, attn_implementation)
     expected = dict(modules.named_parameters())

@@ -20,7 +20,9 @@ from pathlib import Path
 from transformers import Qwen2Config, SiglipVisionConfig
 
 from runtime.errors import InputError
+from runtime.files import read_text
 from runtime.image import ImageSpec
+from runtime.model.sizes import check_llm_values, check_vision_values
 
 # The original's MMConfig.__init__ defaults (modeling_mm.py), used where config.json lacks a key.
 MMCONFIG_DEFAULTS = {
@@ -86,10 +88,16 @@ class AITQEConfig:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from a regular file, or a one-line InputError."""
+    text = read_text(path, str(path))
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not a readable JSON file ({e}); restore it from the checkpoint") from e
+        d = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{path}: not a readable JSON file ({' '.join(str(e).split())[:200]}); "
+                         "restore it from the checkpoint") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: holds a JSON {type(d).__name__}, not an object; restore it from the checkpoint")
+    return d
 
 
 def _llm_config(raw: dict, path: Path) -> Qwen2Config:
@@ -101,7 +109,12 @@ def _llm_config(raw: dict, path: Path) -> Qwen2Config:
     for k in ("sliding_window", "max_window_layers"):
         if k in raw:
             fields[k] = raw[k]
-    return Qwen2Config(**fields)
+    check_llm_values(fields, path)
+    try:
+        return Qwen2Config(**fields)
+    except Exception as e:  # transformers' config classes raise several kinds
+        raise InputError(f"{path}: unusable language-model config ({' '.join(str(e).split())[:200]}); "
+                         "fix config.json") from None
 
 
 def token_id(value, name: str, vocab: int, where) -> int:
@@ -124,9 +137,7 @@ def resolve_eos(root: Path, raw: dict) -> Eos:
     parameter of its own, as 4.41's legacy rule does. Refuses settings that would change greedy
     decoding (`GREEDY_NEUTRAL`), which this runtime does not apply."""
     path = root / "generation_config.json"
-    gen = _read_json(path) if path.is_file() else None
-    if gen is not None and not isinstance(gen, dict):
-        raise InputError(f"{path}: not a JSON object; restore it from the checkpoint")
+    gen = _read_json(path) if path.exists() else None
     from_model = gen is None or (gen.get("_from_model_config") and any(
         k in raw and raw[k] != v for k, v in LEGACY_GENERATION_DEFAULTS.items()))
     settings, where = (raw, root / "config.json") if from_model else (gen, path)
@@ -135,6 +146,7 @@ def resolve_eos(root: Path, raw: dict) -> Eos:
             raise InputError(f"{where}: {key}={settings[key]!r} would change greedy decoding, which the original "
                              "applies and aitqe-edge does not; remove it to score with plain greedy decoding")
     vocab = raw.get("vocab_size", MMCONFIG_DEFAULTS["vocab_size"])
+    vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else 0
     if from_model:
         return Eos(_eos_ids(raw.get("eos_token_id", MMCONFIG_DEFAULTS["eos_token_id"]), vocab, where),
                    "config.json" if "eos_token_id" in raw else "MMConfig default (config.json has no eos_token_id)")
@@ -144,7 +156,7 @@ def resolve_eos(root: Path, raw: dict) -> Eos:
 def _vision_folder(name: str, root: Path) -> Path | None:
     """A local folder holding the SigLIP config, found without network."""
     for cand in (Path(name).expanduser(), root / name):
-        if (cand / "config.json").is_file():
+        if (cand / "config.json").exists():
             return cand
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -161,13 +173,21 @@ def _vision_config(raw: dict, root: Path) -> tuple[SiglipVisionConfig, ImageSpec
     if folder is None:
         vis = dict(SO400M_VISION, image_size=raw.get("pesudo_img_size", 384),
                    patch_size=raw.get("pesudo_patch_size", 14))
+        check_vision_values(vis, root / "config.json")
         return SiglipVisionConfig(**vis), ImageSpec(size=vis["image_size"]), "so400m defaults"
     cfg = _read_json(folder / "config.json")
     vis = cfg.get("vision_config", cfg)  # a full SiglipConfig nests the vision part
+    if not isinstance(vis, dict):
+        raise InputError(f"{folder / 'config.json'}: vision_config is not an object; restore the file")
     keep = {k: v for k, v in vis.items() if k in SiglipVisionConfig().to_dict() and k != "model_type"}
-    vision = SiglipVisionConfig(**keep)
+    check_vision_values({**SiglipVisionConfig().to_dict(), **keep}, folder / "config.json")
+    try:
+        vision = SiglipVisionConfig(**keep)
+    except Exception as e:  # transformers' config classes raise several kinds
+        raise InputError(f"{folder / 'config.json'}: unusable vision config ({' '.join(str(e).split())[:200]}); "
+                         "restore the file") from None
     proc = folder / "preprocessor_config.json"
-    if not proc.is_file():
+    if not proc.exists():
         return vision, ImageSpec(size=vision.image_size), str(folder)
     spec = ImageSpec.from_processor_config(_read_json(proc))
     if spec.size != vision.image_size:
@@ -176,15 +196,19 @@ def _vision_config(raw: dict, root: Path) -> tuple[SiglipVisionConfig, ImageSpec
     return vision, spec, str(folder)
 
 
+def _demo_note(raw: dict) -> str | None:
+    demo = raw.get("aitqe_edge_demo")
+    note = demo.get("note") if isinstance(demo, dict) else None
+    return note if isinstance(note, str) else None
+
+
 def load_config(root: str | Path) -> AITQEConfig:
     """Read `root/config.json` of an AITQE checkpoint; one-line InputError on anything unusable."""
     root = Path(root)
     path = root / "config.json"
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{root}: no config.json; pass an AITQE checkpoint folder or a bundle")
     raw = _read_json(path)
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: not a JSON object; this is not an AITQE config.json")
     llm = _llm_config(raw, path)
     vision, spec, source = _vision_config(raw, root)
     if raw.get("mm_projector_type", "mlp") != "mlp":
@@ -202,5 +226,5 @@ def load_config(root: str | Path) -> AITQEConfig:
         image_tokens=tokens, eos=resolve_eos(root, raw),
         pad_token_id=token_id(raw.get("pad_token_id", MMCONFIG_DEFAULTS["pad_token_id"]), "pad_token_id",
                               llm.vocab_size, path),
-        note=(raw.get("aitqe_edge_demo") or {}).get("note"),
+        note=_demo_note(raw),
     )

@@ -1,0 +1,53 @@
+"""An exclusive lock on an output file for the life of a run, so two runs never write one output.
+
+`fcntl.flock` on a sidecar `OUTPUT.lock` file: the kernel releases it when the holder exits,
+however it exits (kill -9 included), so a stale lock never blocks a rerun. The holder writes its
+pid, host and start time into the lock file, and a refused run names them. Hand-written rather than
+the `filelock` package because filelock truncates the lock file before it tries the lock, which
+would erase the holder's name that the refusal shows. POSIX only (fcntl); flock is not reliable on
+some network file systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from runtime.errors import InputError
+from runtime.files import show
+
+
+def lock_path(output: Path) -> Path:
+    return output.with_name(output.name + ".lock")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on `output` (via OUTPUT.lock) for the `with` block, or raise InputError
+    naming the run that holds it."""
+    output = Path(output)
+    path = lock_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        raise InputError(f"--output {show(output)}: cannot create the lock file {show(path)} ({e.strerror}); "
+                         "pass an --output in a writable folder") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise InputError(f"--output {show(output)}: another run is writing it ({holder}; lock file "
+                             f"{show(path)}); wait for it to finish, or pass another --output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race with a waiting run)
