@@ -76,8 +76,17 @@ def _prepare_one(preparer: Preparer, pair: Pair, max_new_tokens: int) -> Prepare
         return e
 
 
-def _worker_init() -> None:
+_WORKER_PREPARER: Preparer | None = None  # set once per worker process: the tokenizer travels once
+
+
+def _worker_init(preparer: Preparer) -> None:
+    global _WORKER_PREPARER
     torch.set_num_threads(1)
+    _WORKER_PREPARER = preparer
+
+
+def _prepare_in_worker(pair: Pair, max_new_tokens: int) -> Prepared | InputError:
+    return _prepare_one(_WORKER_PREPARER, pair, max_new_tokens)
 
 
 def prepared(preparer: Preparer, pairs: Iterable[Pair], max_new_tokens: int,
@@ -88,11 +97,11 @@ def prepared(preparer: Preparer, pairs: Iterable[Pair], max_new_tokens: int,
             yield pair, _prepare_one(preparer, pair, max_new_tokens)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(preparer,)) as pool:
         window: deque = deque()
         try:
             for pair in pairs:
-                window.append((pair, pool.submit(_prepare_one, preparer, pair, max_new_tokens)))
+                window.append((pair, pool.submit(_prepare_in_worker, pair, max_new_tokens)))
                 if len(window) >= workers * AHEAD:
                     p, f = window.popleft()
                     yield p, f.result()
