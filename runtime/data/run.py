@@ -1,0 +1,144 @@
+"""Score shards one after another into per-shard outputs; resumable shard by shard.
+
+For each shard: its records are streamed through `Scorer.score_stream` (reader workers decode
+images ahead of the model), and `OUTPUT/SHARD.aitqe.parquet` is written atomically once the whole
+shard is scored. A shard whose verdicts exist is skipped, so a killed run loses at most the shard
+in progress, and a rerun redoes only that one (and the shards that failed). The enhanced copy is
+written from the verdicts file, so it can also be made later from a finished run. A shard that
+cannot be read, or on which the model fails, is reported and left without output; the others go on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.data import enhance, parquet_table, verdicts, webdataset_tar
+from runtime.data.atomic import remove_stale_temporaries
+from runtime.data.records import OUTPUT_SUFFIX, Record, Shard, ShardError
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    output: Path
+    batch_size: int = 8
+    workers: int = 0
+    output_all: bool = False
+    max_new_tokens: int = 384
+    enhance_below: int | None = None
+    enhanced_output: Path | None = None
+    keep_above: int | None = None
+    caption_field: str | None = None  # WebDataset: caption from this .json field instead of .txt
+    columns: parquet_table.Columns = field(default_factory=parquet_table.Columns)
+    quiet: bool = False
+
+
+@dataclass
+class ShardResult:
+    shard: str
+    rows: int = 0
+    errors: int = 0
+    replaced: int | None = None
+    seconds: float = 0.0
+    skipped: bool = False
+    failure: str | None = None
+
+
+def verdicts_path(shard: Shard, opts: RunOptions) -> Path:
+    return opts.output / f"{shard.name}{OUTPUT_SUFFIX}"
+
+
+def read_records(shard: Shard, opts: RunOptions) -> Iterator[Record]:
+    if shard.format == "webdataset":
+        return webdataset_tar.read_shard(shard, opts.caption_field)
+    return parquet_table.read_shard(shard, opts.columns)
+
+
+def score_shard(scorer, shard: Shard, opts: RunOptions, fingerprint: str) -> list[dict]:
+    """Verdict rows of one shard, in its order: one per key, errors included."""
+    from runtime.scorer import Pair
+
+    order: list[Record] = []
+
+    def pairs() -> Iterator[Pair]:
+        for rec in read_records(shard, opts):
+            order.append(rec)
+            if rec.error is None:
+                image, rec.image = rec.image, None  # the pair holds the bytes; the record need not
+                yield Pair(image, rec.caption, rec.key)
+
+    stream = scorer.score_stream(pairs(), batch_size=opts.batch_size, workers=opts.workers,
+                                 output_all=opts.output_all, max_new_tokens=opts.max_new_tokens)
+    scored = iter(list(stream))
+    rows = []
+    for rec in order:
+        verdict = next(scored) if rec.error is None else None
+        if verdict is not None and verdict.id != rec.key:
+            raise RuntimeError(f"verdict for {verdict.id!r} came back for key {rec.key!r}")
+        rows.append(verdicts.row(rec, verdict, scorer.model_id, fingerprint))
+    return rows
+
+
+def process_shard(get_scorer: Callable[[], object], shard: Shard, opts: RunOptions, fingerprint: str) -> ShardResult:
+    """Score one shard unless its verdicts exist, then write its enhanced copy if asked and missing."""
+    result = ShardResult(shard.path.name)
+    start = time.perf_counter()
+    out = verdicts_path(shard, opts)
+    try:
+        if out.exists():
+            rows, result.skipped = verdicts.read(out), True
+        else:
+            remove_stale_temporaries(out)
+            rows = score_shard(get_scorer(), shard, opts, fingerprint)
+            verdicts.write(rows, out)
+        result.rows, result.errors = len(rows), sum(r["error"] is not None for r in rows)
+        if opts.enhance_below is not None and not enhance.enhanced_path(shard, opts.enhanced_output).exists():
+            result.replaced = enhance.write_enhanced_shard(shard, rows, opts.enhance_below, opts.enhanced_output,
+                                                           caption_field=opts.caption_field, columns=opts.columns)
+    except ShardError as e:
+        result.failure = str(e)
+    except Exception as e:  # the model failed (e.g. out of memory): retried on the next run
+        reason = " ".join(str(e).split()) or type(e).__name__
+        result.failure = f"{shard.path}: scoring failed ({type(e).__name__}: {reason}); rerun to retry this shard"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def report(result: ShardResult, opts: RunOptions) -> None:
+    if result.failure:
+        print(f"error: {result.failure}", file=sys.stderr)
+    elif not opts.quiet:
+        what = "already done" if result.skipped else f"scored in {result.seconds:.1f} s"
+        more = f", {result.replaced} captions replaced" if result.replaced is not None else ""
+        print(f"{result.shard}: {result.rows} keys ({result.errors} with errors) {what}{more}", file=sys.stderr)
+
+
+def finish(all_shards: list[Shard], results: list[ShardResult], opts: RunOptions) -> int:
+    """Write the keep list once every shard has verdicts; print the summary; the exit code."""
+    failed = [r for r in results if r.failure]
+    if opts.keep_above is not None:
+        done = [verdicts_path(s, opts) for s in all_shards]
+        if all(p.exists() for p in done):
+            path, kept = enhance.write_keep_list((r for p in done for r in verdicts.read(p)), opts.keep_above,
+                                                 opts.output)
+            print(f"{kept} keys with overall >= {opts.keep_above} listed in {path}", file=sys.stderr)
+        else:
+            print(f"keep list not written yet: {sum(not p.exists() for p in done)} shards have no verdicts; "
+                  "rerun once every shard is scored", file=sys.stderr)
+    rows = sum(r.rows for r in results)
+    print(f"{len(results) - len(failed)} of {len(results)} shards done ({rows} keys) into {opts.output}"
+          + (f"; {len(failed)} failed: rerun the same command to retry them" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_shards(get_scorer: Callable[[], object], shards: list[Shard], opts: RunOptions, fingerprint: str,
+               all_shards: list[Shard] | None = None) -> int:
+    """Process `shards` in this process (of `all_shards`, for the keep list); the exit code."""
+    results = []
+    for shard in shards:
+        results.append(process_shard(get_scorer, shard, opts, fingerprint))
+        report(results[-1], opts)
+    return finish(all_shards or shards, results, opts)
