@@ -27,10 +27,15 @@ def schema():
     ])
 
 
+COLUMNS = ("key", "uid", "shard", "overall", "overall_expected", "recaption", "overall_explanation", "sub_scores",
+           "caption_truncated", "parse_error", "error", "model", "model_fingerprint", "raw_text")
+
+
 def row(record: Record, verdict: object | None, model: str, fingerprint: str) -> dict:
     """One output row: the record's key and, when it was scored, its verdict's fields."""
-    out = {"key": record.key, "uid": record.uid, "shard": record.shard, "model": model,
-           "model_fingerprint": fingerprint, "error": record.error, "sub_scores": None}
+    out = dict.fromkeys(COLUMNS)
+    out.update(key=record.key, uid=record.uid, shard=record.shard, model=model, model_fingerprint=fingerprint,
+               error=record.error)
     if verdict is not None:
         subs = {name: s["score"] if isinstance(s, dict) else getattr(s, "score", None)
                 for name, s in (verdict.sub_scores or {}).items()}
