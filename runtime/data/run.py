@@ -1,8 +1,8 @@
-"""Score shards one after another into per-shard outputs; resumable shard by shard.
+"""Score shards into per-shard outputs; resumable shard by shard.
 
-For each shard: its records are streamed through `Scorer.score_stream` (reader workers decode
-images ahead of the model), and `OUTPUT/SHARD.aitqe.parquet` is written atomically once the whole
-shard is scored. A shard whose verdicts exist is skipped, so a killed run loses at most the shard
+The records of this process's shards go through one `Scorer.score_stream` (`runtime.data.stream`;
+reader workers decode images ahead of the model), and `OUTPUT/SHARD.aitqe.parquet` is written
+atomically as soon as a shard is wholly scored. A shard whose verdicts exist is skipped, so a killed run loses at most the shard
 in progress, and a rerun redoes only that one (and the shards that failed). The enhanced copy is
 written from the verdicts file, so it can also be made later from a finished run. A shard that
 cannot be read, or on which the model fails, is reported and left without output; the others go on.
@@ -11,12 +11,12 @@ cannot be read, or on which the model fails, is reported and left without output
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.data import enhance, parquet_table, verdicts, webdataset_tar
+from runtime.data.stream import score_shards
 from runtime.data.atomic import remove_stale_temporaries
 from runtime.data.records import OUTPUT_SUFFIX, Record, Shard, ShardError
 
@@ -58,52 +58,67 @@ def read_records(shard: Shard, opts: RunOptions) -> Iterator[Record]:
 
 
 def score_shard(scorer, shard: Shard, opts: RunOptions, fingerprint: str) -> list[dict]:
-    """Verdict rows of one shard, in its order: one per key, errors included."""
-    from runtime.scorer import Pair
+    """Verdict rows of one shard, in its order: one per key, errors included (or ShardError)."""
+    (done,) = score_shards(scorer, [shard], lambda s: read_records(s, opts), opts, fingerprint)
+    if done.failure:
+        raise ShardError(done.failure)
+    return done.rows
 
-    order: list[Record] = []
 
-    def pairs() -> Iterator[Pair]:
-        for rec in read_records(shard, opts):
-            order.append(rec)
-            if rec.error is None:
-                image, rec.image = rec.image, None  # the pair holds the bytes; the record need not
-                yield Pair(image, rec.caption, rec.key)
+def _finish_shard(shard: Shard, rows: list[dict], opts: RunOptions, result: ShardResult) -> None:
+    """Write the enhanced copy if asked and missing; count the rows."""
+    result.rows, result.errors = len(rows), sum(r["error"] is not None for r in rows)
+    if opts.enhance_below is not None and not enhance.enhanced_path(shard, opts.enhanced_output).exists():
+        result.replaced = enhance.write_enhanced_shard(shard, rows, opts.enhance_below, opts.enhanced_output,
+                                                       caption_field=opts.caption_field, columns=opts.columns)
 
-    stream = scorer.score_stream(pairs(), batch_size=opts.batch_size, workers=opts.workers,
-                                 output_all=opts.output_all, max_new_tokens=opts.max_new_tokens)
-    scored = iter(list(stream))
-    rows = []
-    for rec in order:
-        verdict = next(scored) if rec.error is None else None
-        if verdict is not None and verdict.id != rec.key:
-            raise RuntimeError(f"verdict for {verdict.id!r} came back for key {rec.key!r}")
-        rows.append(verdicts.row(rec, verdict, scorer.model_id, fingerprint))
-    return rows
+
+def _failure(shard: Shard, e: Exception) -> str:
+    if isinstance(e, ShardError):
+        return str(e)
+    reason = " ".join(str(e).split()) or type(e).__name__
+    return f"{shard.path}: scoring failed ({type(e).__name__}: {reason}); rerun to retry this shard"
+
+
+def process_shards(get_scorer: Callable[[], object], shards: list[Shard], opts: RunOptions,
+                   fingerprint: str) -> Iterator[ShardResult]:
+    """Score the shards without verdicts (as one stream), skip the others; a result per shard, as each ends."""
+    todo = []
+    for shard in shards:
+        out = verdicts_path(shard, opts)
+        if not out.exists():
+            todo.append(shard)
+            continue
+        result = ShardResult(shard.path.name, skipped=True)
+        try:
+            _finish_shard(shard, verdicts.read(out), opts, result)
+        except Exception as e:
+            result.failure = _failure(shard, e)
+        yield result
+    if not todo:
+        return
+    for shard in todo:
+        remove_stale_temporaries(verdicts_path(shard, opts))
+    pending = {s.path: s for s in todo}
+    try:
+        for done in score_shards(get_scorer(), todo, lambda s: read_records(s, opts), opts, fingerprint):
+            del pending[done.shard.path]
+            result = ShardResult(done.shard.path.name, seconds=done.seconds, failure=done.failure)
+            if not done.failure:
+                try:
+                    verdicts.write(done.rows, verdicts_path(done.shard, opts))
+                    _finish_shard(done.shard, done.rows, opts, result)
+                except Exception as e:
+                    result.failure = _failure(done.shard, e)
+            yield result
+    except Exception as e:  # the model failed (e.g. out of memory): the shards not yet written are retried
+        for shard in pending.values():
+            yield ShardResult(shard.path.name, failure=_failure(shard, e))
 
 
 def process_shard(get_scorer: Callable[[], object], shard: Shard, opts: RunOptions, fingerprint: str) -> ShardResult:
-    """Score one shard unless its verdicts exist, then write its enhanced copy if asked and missing."""
-    result = ShardResult(shard.path.name)
-    start = time.perf_counter()
-    out = verdicts_path(shard, opts)
-    try:
-        if out.exists():
-            rows, result.skipped = verdicts.read(out), True
-        else:
-            remove_stale_temporaries(out)
-            rows = score_shard(get_scorer(), shard, opts, fingerprint)
-            verdicts.write(rows, out)
-        result.rows, result.errors = len(rows), sum(r["error"] is not None for r in rows)
-        if opts.enhance_below is not None and not enhance.enhanced_path(shard, opts.enhanced_output).exists():
-            result.replaced = enhance.write_enhanced_shard(shard, rows, opts.enhance_below, opts.enhanced_output,
-                                                           caption_field=opts.caption_field, columns=opts.columns)
-    except ShardError as e:
-        result.failure = str(e)
-    except Exception as e:  # the model failed (e.g. out of memory): retried on the next run
-        reason = " ".join(str(e).split()) or type(e).__name__
-        result.failure = f"{shard.path}: scoring failed ({type(e).__name__}: {reason}); rerun to retry this shard"
-    result.seconds = time.perf_counter() - start
+    """`process_shards` on one shard."""
+    (result,) = process_shards(get_scorer, [shard], opts, fingerprint)
     return result
 
 
@@ -138,7 +153,7 @@ def run_shards(get_scorer: Callable[[], object], shards: list[Shard], opts: RunO
                all_shards: list[Shard] | None = None) -> int:
     """Process `shards` in this process (of `all_shards`, for the keep list); the exit code."""
     results = []
-    for shard in shards:
-        results.append(process_shard(get_scorer, shard, opts, fingerprint))
-        report(results[-1], opts)
+    for result in process_shards(get_scorer, shards, opts, fingerprint):
+        results.append(result)
+        report(result, opts)
     return finish(all_shards or shards, results, opts)

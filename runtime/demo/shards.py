@@ -17,16 +17,16 @@ import sys
 import tarfile
 from pathlib import Path
 
-from runtime.demo.world import make_example
+from runtime.demo.world import IMAGE_SIZE, make_example
 
 SEED = 7
 
 
-def pairs(shard: int, n: int, seed: int = SEED) -> list[dict]:
-    """Pairs of one shard: key, uid, caption, JPEG bytes."""
+def pairs(shard: int, n: int, seed: int = SEED, size: int = IMAGE_SIZE) -> list[dict]:
+    """Pairs of one shard: key, uid, caption, JPEG bytes (images `size` px square)."""
     out = []
     for i in range(n):
-        ex = make_example(seed, shard * 10_000 + i)
+        ex = make_example(seed, shard * 10_000 + i, size)
         buf = io.BytesIO()
         ex.image.save(buf, format="JPEG", quality=95)
         key = f"{shard:05d}{i:04d}"
