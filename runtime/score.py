@@ -20,7 +20,7 @@ from runtime.data.csv_table import read_rows as read_csv_rows
 from runtime.data.records import is_shard_input
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
-from runtime.launch.cli import add_arguments as add_dataset_arguments, run_dataset
+from runtime.launch.cli import add_arguments as add_dataset_arguments, refuse_dataset_flags, run_dataset
 from runtime.pairs import RecordWriter, done_lines, read_pairs
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer, Verdict
 
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.input and is_shard_input(args.input):
             return run_dataset(args, Path(args.model) if args.model else default_model())
+        refuse_dataset_flags(args)
         if args.input and not Path(args.input).is_file():
             raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL/CSV file or a folder of shards")
         scorer = load_scorer(args)

@@ -190,6 +190,12 @@ def test_bad_dataset_flags_are_one_line_errors(damaged_wds, tmp_path, capsys, mo
     assert rc == 1 and err.count("\n") == 1 and err.startswith("error:") and words in err, err
 
 
+def test_dataset_flags_on_a_pairs_file_are_refused(tmp_path, capsys):
+    (tmp_path / "pairs.jsonl").write_text("")
+    rc, err = run(capsys, f"--input={tmp_path / 'pairs.jsonl'}", f"--output={tmp_path / 'o.jsonl'}", "--workers=2")
+    assert rc == 1 and err.startswith("error: --workers: only for shard inputs"), err
+
+
 def test_no_shards_and_enhancing_over_the_input_are_refused(damaged_wds, tmp_path, capsys):
     rc, err = run(capsys, f"--input={tmp_path}", f"--output={tmp_path / 'o'}")
     assert rc == 1 and err.startswith("error:") and "no .tar or .parquet shards" in err

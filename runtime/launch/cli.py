@@ -37,6 +37,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="processes that read and decode images ahead of the model (default 0: in the scoring process)")
 
 
+DATASET_ONLY = ("enhance_below", "enhanced_output", "keep_above", "caption_field", "key_column", "image_column",
+                "caption_column", "num_gpus")
+
+
+def refuse_dataset_flags(args: argparse.Namespace) -> None:
+    """A pairs file (JSONL/CSV) or a single pair takes none of the dataset flags: say so, do not ignore them."""
+    given = [f"--{name.replace('_', '-')}" for name in DATASET_ONLY if getattr(args, name) is not None]
+    given += [f for f, on in (("--ray", args.ray), ("--workers", args.workers), ("--shard-index", args.shard_index),
+                              ("--num-shards", args.num_shards != 1)) if on]
+    if given:
+        raise InputError(f"{', '.join(given)}: only for shard inputs (a folder, brace pattern, .tar or .parquet); "
+                         "leave them out for a pairs file or a single pair")
+
+
 def options(args: argparse.Namespace) -> RunOptions:
     if (args.enhance_below is None) != (args.enhanced_output is None):
         raise InputError("--enhance-below N and --enhanced-output DIR2 go together; give both")
