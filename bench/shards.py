@@ -6,7 +6,8 @@ Writes demo-world shards (img2dataset layout, JPEG images of each --image-size) 
 folder, then scores them the way `python -m runtime.score --input SHARDS` does
 (`runtime.data.stream.score_shards`: tar reader -> one `Scorer.score_stream(workers=N)` -> verdict
 rows): reading, decoding, preprocessing, model. One untimed warm-up pass on one shard, then
---repeats timed passes. Each pass starts its reader workers anew (spawned processes that import
+--repeats rounds of one timed pass per setting, the settings taken in turn (round robin) so that
+load from other processes on the machine falls on all of them alike. Each pass starts its reader workers anew (spawned processes that import
 torch: seconds), as each run of the CLI does once, so two rates are printed: steady (pairs of
 shards 2..n over the time from the end of shard 1 to the end of the last, i.e. with the workers
 running) and whole pass (worker start included); medians of the passes, with the steady spread. Reader workers are spawned processes that decode and preprocess images
@@ -69,23 +70,27 @@ def main(argv: list[str] | None = None) -> int:
           "| pairs | errors |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
+        configs = []
         for size in args.image_size:
             folder = Path(tmp) / f"px{size}"
             for s in range(args.shards):
                 write_webdataset(folder, s, pairs(s, args.pairs, size=size))
-            shards = find_shards(str(folder))
-            for workers in args.workers:
-                opts = RunOptions(output=Path(tmp), batch_size=args.batch_size, workers=workers)
-                time_pass(scorer, shards[:1], opts)  # warm-up
-                runs = [time_pass(scorer, shards, opts) for _ in range(args.repeats)]
-                steady, whole = [r["steady"] for r in runs], [r["whole"] for r in runs]
-                row = {"image_px": size, "workers": workers, "steady_pairs_per_s": statistics.median(steady),
-                       "steady_min": min(steady), "steady_max": max(steady),
-                       "whole_pass_pairs_per_s": statistics.median(whole), "pairs": runs[0]["pairs"],
-                       "errors": runs[0]["errors"]}
-                results.append(row)
-                print(f"| {size} | {workers} | {row['steady_pairs_per_s']:.1f} | {min(steady):.1f}-{max(steady):.1f} | "
-                      f"{row['whole_pass_pairs_per_s']:.1f} | {row['pairs']} | {row['errors']} |", flush=True)
+            configs += [(size, w, find_shards(str(folder))) for w in args.workers]
+        opts = {w: RunOptions(output=Path(tmp), batch_size=args.batch_size, workers=w) for w in args.workers}
+        time_pass(scorer, configs[0][2][:1], opts[0])  # warm-up
+        runs: dict = {(size, w): [] for size, w, _ in configs}
+        for _ in range(args.repeats):  # round robin: load from other processes hits every setting alike
+            for size, w, shards in configs:
+                runs[size, w].append(time_pass(scorer, shards, opts[w]))
+        for (size, workers), got in runs.items():
+            steady, whole = [r["steady"] for r in got], [r["whole"] for r in got]
+            row = {"image_px": size, "workers": workers, "steady_pairs_per_s": statistics.median(steady),
+                   "steady_min": min(steady), "steady_max": max(steady),
+                   "whole_pass_pairs_per_s": statistics.median(whole), "pairs": got[0]["pairs"],
+                   "errors": got[0]["errors"]}
+            results.append(row)
+            print(f"| {size} | {workers} | {row['steady_pairs_per_s']:.1f} | {min(steady):.1f}-{max(steady):.1f} | "
+                  f"{row['whole_pass_pairs_per_s']:.1f} | {row['pairs']} | {row['errors']} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -197,6 +197,8 @@ def test_dataset_flags_on_a_pairs_file_are_refused(tmp_path, capsys):
 
 
 def test_no_shards_and_enhancing_over_the_input_are_refused(damaged_wds, tmp_path, capsys):
+    rc, err = run(capsys, f"--input={damaged_wds[0]}", f"--output={tmp_path / 'o'}", f"--model={tmp_path}")
+    assert rc == 1 and err.startswith("error: --model") and err.count("\n") == 1, err
     rc, err = run(capsys, f"--input={tmp_path}", f"--output={tmp_path / 'o'}")
     assert rc == 1 and err.startswith("error:") and "no .tar or .parquet shards" in err
     rc, err = run(capsys, f"--input={damaged_wds[0]}", f"--output={tmp_path / 'o'}", "--enhance-below=5",

@@ -57,14 +57,6 @@ def read_records(shard: Shard, opts: RunOptions) -> Iterator[Record]:
     return parquet_table.read_shard(shard, opts.columns)
 
 
-def score_shard(scorer, shard: Shard, opts: RunOptions, fingerprint: str) -> list[dict]:
-    """Verdict rows of one shard, in its order: one per key, errors included (or ShardError)."""
-    (done,) = score_shards(scorer, [shard], lambda s: read_records(s, opts), opts, fingerprint)
-    if done.failure:
-        raise ShardError(done.failure)
-    return done.rows
-
-
 def _finish_shard(shard: Shard, rows: list[dict], opts: RunOptions, result: ShardResult) -> None:
     """Write the enhanced copy if asked and missing; count the rows."""
     result.rows, result.errors = len(rows), sum(r["error"] is not None for r in rows)
@@ -90,8 +82,9 @@ def process_shards(get_scorer: Callable[[], object], shards: list[Shard], opts: 
             todo.append(shard)
             continue
         result = ShardResult(shard.path.name, skipped=True)
+        enhancing = opts.enhance_below is not None and not enhance.enhanced_path(shard, opts.enhanced_output).exists()
         try:
-            _finish_shard(shard, verdicts.read(out), opts, result)
+            _finish_shard(shard, verdicts.read(out, None if enhancing else ["key", "error"]), opts, result)
         except Exception as e:
             result.failure = _failure(shard, e)
         yield result
@@ -100,8 +93,9 @@ def process_shards(get_scorer: Callable[[], object], shards: list[Shard], opts: 
     for shard in todo:
         remove_stale_temporaries(verdicts_path(shard, opts))
     pending = {s.path: s for s in todo}
+    scorer = get_scorer()  # a model that cannot load is the run's error, not each shard's
     try:
-        for done in score_shards(get_scorer(), todo, lambda s: read_records(s, opts), opts, fingerprint):
+        for done in score_shards(scorer, todo, lambda s: read_records(s, opts), opts, fingerprint):
             del pending[done.shard.path]
             result = ShardResult(done.shard.path.name, seconds=done.seconds, failure=done.failure)
             if not done.failure:
@@ -137,7 +131,8 @@ def finish(all_shards: list[Shard], results: list[ShardResult], opts: RunOptions
     if opts.keep_above is not None:
         done = [verdicts_path(s, opts) for s in all_shards]
         if all(p.exists() for p in done):
-            path, kept = enhance.write_keep_list((r for p in done for r in verdicts.read(p)), opts.keep_above,
+            needed = ["key", "uid", "overall", "error"]
+            path, kept = enhance.write_keep_list((r for p in done for r in verdicts.read(p, needed)), opts.keep_above,
                                                  opts.output)
             print(f"{kept} keys with overall >= {opts.keep_above} listed in {path}", file=sys.stderr)
         else:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from runtime.data import verdicts
-from runtime.data.records import Record, Shard, ShardError
+from runtime.data.records import Shard, ShardError
 
 _END = object()  # the end of a shard in the plan
 _FILLER = object()  # a placeholder pair

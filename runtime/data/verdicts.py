@@ -59,7 +59,7 @@ def write(rows: Iterable[dict], path: Path) -> int:
     return len(rows)
 
 
-def read(path: Path) -> list[dict]:
+def read(path: Path, columns: list[str] | None = None) -> list[dict]:
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    return pq.read_table(path, columns=columns).to_pylist()

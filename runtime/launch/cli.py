@@ -75,6 +75,8 @@ def run_dataset(args: argparse.Namespace, model: Path) -> int:
         if clash:
             raise InputError(f"--enhanced-output {opts.enhanced_output}: is the input folder; the copy would overwrite "
                              "the shards, pass another folder")
+    if not (model / "config.json").is_file() and not (model / "manifest.json").is_file():
+        raise InputError(f"--model {model}: not an AITQE checkpoint or bundle folder (no config.json or manifest.json)")
     opts.output.mkdir(parents=True, exist_ok=True)
     spec = ScorerSpec(str(model), args.device, args.dtype, args.trust_remote_code, args.vision_backend)
     fingerprint = model_fingerprint(model)
