@@ -40,7 +40,7 @@ def outputs(out: Path, enhanced: Path) -> tuple[dict, dict]:
     return rows, tars
 
 
-@pytest.mark.slow  # ~45 s here: four processes start torch and the model
+@pytest.mark.slow  # 25-50 s here (by load): four processes start torch and the model
 def test_sigkill_at_random_points_then_rerun_gives_the_same_rows(tmp_path):
     folder = tmp_path / "in"
     keys = {}

@@ -17,7 +17,7 @@ def outputs(out, enhanced) -> tuple[dict, dict]:
     return rows, {p.name: p.read_bytes() for p in sorted(enhanced.glob("*.tar"))}
 
 
-@pytest.mark.slow  # ~40 s here: a Ray cluster starts, two actors load the model
+@pytest.mark.slow  # 16-35 s here (by load): a Ray cluster starts, two actors load the model
 def test_ray_actors_give_the_same_rows_as_one_process(tmp_path):
     folder = tmp_path / "in"
     for s in range(4):
