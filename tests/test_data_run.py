@@ -134,6 +134,21 @@ def test_rerun_skips_done_shards_and_redoes_a_missing_one(damaged_wds, wds_run, 
     assert {p.name: p.read_bytes() for p in [*out.iterdir(), *enhanced.iterdir()]} == before
 
 
+def test_verdicts_of_another_model_are_not_taken_as_done(damaged_wds, wds_run, tmp_path, capsys):
+    import shutil
+
+    import pyarrow as pa
+
+    out = tmp_path / "out"
+    shutil.copytree(wds_run[0], out)
+    table = pq.read_table(out / "00000.aitqe.parquet")
+    other = pa.array(["sha256:other"] * table.num_rows, pa.string())
+    pq.write_table(table.set_column(table.schema.get_field_index("model_fingerprint"), "model_fingerprint", other),
+                   out / "00000.aitqe.parquet")
+    rc, err = run(capsys, f"--input={damaged_wds[0]}", f"--output={out}")
+    assert rc == 1 and "scored with another model" in err
+
+
 def test_shard_index_split_gives_the_same_rows(damaged_wds, wds_run, tmp_path, capsys):
     for i in range(2):
         rc, err = run(capsys, f"--input={damaged_wds[0]}", f"--output={tmp_path}", f"--shard-index={i}", "--num-shards=2",

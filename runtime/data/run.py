@@ -84,7 +84,11 @@ def process_shards(get_scorer: Callable[[], object], shards: list[Shard], opts: 
         result = ShardResult(shard.path.name, skipped=True)
         enhancing = opts.enhance_below is not None and not enhance.enhanced_path(shard, opts.enhanced_output).exists()
         try:
-            _finish_shard(shard, verdicts.read(out, None if enhancing else ["key", "error"]), opts, result)
+            rows = verdicts.read(out, None if enhancing else ["key", "error", "model_fingerprint"])
+            if rows and rows[0]["model_fingerprint"] != fingerprint:
+                raise ShardError(f"{out}: scored with another model ({rows[0]['model_fingerprint']}); "
+                                 "pass another --output, or delete the file to rescore the shard")
+            _finish_shard(shard, rows, opts, result)
         except Exception as e:
             result.failure = _failure(shard, e)
         yield result
