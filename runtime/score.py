@@ -1,8 +1,11 @@
 """`python -m runtime.score`: score one image-caption pair, or a JSONL file of pairs.
 
 Single pair: prints one JSON verdict; exit 1 with a one-line reason on bad input.
-Batch (`--input PAIRS --output OUT.jsonl`): one output record per input line, errors included;
-resumable (a rerun skips the lines already recorded); Ctrl-C keeps everything written.
+Batch (`--input PAIRS --output OUT.jsonl`, PAIRS a .jsonl or .csv): one output record per input
+line, errors included; resumable (a rerun skips the lines already recorded); Ctrl-C keeps
+everything written.
+Datasets (`--input SHARDS --output DIR`, SHARDS a folder, brace pattern, .tar or .parquet): one
+verdicts Parquet per shard, resumable shard by shard (runtime.launch.cli).
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
+from runtime.data.csv_table import read_rows as read_csv_rows
+from runtime.data.records import is_shard_input
 from runtime.demo import DEMO_MODEL
 from runtime.errors import InputError
 from runtime.files import check_regular
+from runtime.launch.cli import add_arguments as add_dataset_arguments, refuse_dataset_flags, run_dataset
 from runtime.lock import output_lock
 from runtime.pairs import RecordWriter, done_lines, read_pairs
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer, Verdict
@@ -83,7 +89,8 @@ def _run_batch_locked(scorer: Scorer, args: argparse.Namespace, output: Path) ->
     from tqdm import tqdm
 
     done = done_lines(output)
-    rows = [r for r in read_pairs(args.input) if r.line not in done]
+    read = read_csv_rows if args.input.lower().endswith(".csv") else read_pairs
+    rows = [r for r in read(args.input) if r.line not in done]
     good = score_stream(scorer, [r for r in rows if not r.error], args)
     writer = RecordWriter(output)
     failed = 0
@@ -119,8 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m runtime.score", description=__doc__.splitlines()[0])
     p.add_argument("--image", help="image file (single-pair mode)")
     p.add_argument("--caption", help="caption text (single-pair mode)")
-    p.add_argument("--input", help="pairs JSONL with id, image, caption (batch mode)")
-    p.add_argument("--output", help="verdicts JSONL to write or resume (batch mode)")
+    p.add_argument("--input", help="pairs JSONL/CSV with id, image, caption (batch mode), or shards: a folder, "
+                                   "a brace pattern, a .tar or a .parquet")
+    p.add_argument("--output", help="verdicts JSONL to write or resume (batch mode); a folder for shards")
     p.add_argument("--model", help="AITQE checkpoint folder or bundle (default: the built-in demo model)")
     p.add_argument("--output-all", action="store_true", help="generate all sub-scores, not just up to the overall score")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
@@ -142,6 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true",
                    help="say on stderr how the model decodes (end-of-generation ids and the file they came from)")
+    add_dataset_arguments(p)
     args = p.parse_args(argv)
     single = args.image is not None or args.caption is not None
     batch = args.input is not None or args.output is not None
@@ -159,8 +168,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.input and is_shard_input(args.input):
+            return run_dataset(args, Path(args.model) if args.model else default_model())
+        refuse_dataset_flags(args)
         if args.input and not Path(args.input).exists():
-            raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL file")
+            raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL/CSV file or a folder of shards")
         if args.input:
             check_regular(args.input, f"--input {args.input}")
         scorer = load_scorer(args)

@@ -1,0 +1,212 @@
+"""WebDataset tar shards (img2dataset's `webdataset` output): read pairs, write the enhanced copy.
+
+A shard holds members `KEY.EXT` (KEY up to the first dot of the file name), the members of one key
+next to each other: an image (`.jpg/.jpeg/.png/.webp`), the caption (`.txt`, or a field of
+`KEY.json` with `caption_field`) and img2dataset's `.json` metadata.
+
+Read with the standard library's `tarfile` rather than the `webdataset` package: we need every
+damaged key reported by name and the rest of the shard kept, and `tarfile` with `ignore_zeros`
+skips a corrupt header and finds the next good member, where webdataset's iterators stop the
+shard (or drop the key silently with a handler). A tar cut short (killed download) ends early; its
+lost keys are known only from img2dataset's sibling `SHARD.parquet` metadata (rows with status
+`success`), which, when present, turns each of them into an error record. Written shards are plain
+tars in the same layout, so `webdataset` and img2dataset readers open them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.data.records import Record, Shard, ShardError
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+MISSING_FROM_TAR = "listed in the shard's metadata but not in the tar (truncated download or corrupt member); re-download the shard"
+
+
+@dataclass
+class Group:
+    """The members of one key, in tar order; `error` when the tar broke inside them."""
+
+    key: str
+    members: list[tuple[tarfile.TarInfo, bytes]] = field(default_factory=list)
+    error: str | None = None
+
+    def get(self, ext: str) -> bytes | None:
+        for info, data in self.members:
+            if _split(info.name)[1].lower() == ext:
+                return data
+        return None
+
+
+def _split(name: str) -> tuple[str, str]:
+    """`dir/00001.jpg` -> (`dir/00001`, `jpg`); `a/b.c.txt` -> (`a/b`, `c.txt`)."""
+    head, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext
+
+
+def iter_groups(path: Path) -> Iterator[Group]:
+    """Key groups of a tar, in order; a group the tar broke inside of carries `error`."""
+    group: Group | None = None
+    with tarfile.open(path, "r:", ignore_zeros=True) as tf:
+        while True:
+            try:
+                info = tf.next()
+            except (tarfile.TarError, OSError, EOFError) as e:
+                if group is not None:
+                    group.error = group.error or f"the tar breaks after this key's members ({e}); re-download the shard"
+                break
+            if info is None:
+                break
+            if not info.isfile():
+                continue
+            key, ext = _split(info.name)
+            if not ext:
+                continue
+            if group is None or key != group.key:
+                if group is not None:
+                    yield group
+                group = Group(key)
+            try:
+                data = tf.extractfile(info).read()
+                if len(data) != info.size:
+                    raise EOFError(f"{len(data)} of {info.size} bytes")
+                group.members.append((info, data))
+            except (tarfile.TarError, OSError, EOFError) as e:
+                group.error = f"member {info.name} is cut short ({e}): truncated tar; re-download the shard"
+    if group is not None:
+        yield group
+
+
+def _expected_keys(meta: Path | None) -> list[str]:
+    """Keys img2dataset downloaded into the shard (its metadata rows with status success)."""
+    if meta is None:
+        return []
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(meta, columns=None)
+    except Exception:  # unreadable metadata: the tar alone says what is there
+        return []
+    if "key" not in table.column_names:
+        return []
+    keys = table.column("key").to_pylist()
+    status = table.column("status").to_pylist() if "status" in table.column_names else ["success"] * len(keys)
+    return [str(k) for k, s in zip(keys, status) if k is not None and s == "success"]
+
+
+def _caption(group: Group, caption_field: str | None) -> tuple[str | None, str | None]:
+    """(caption, error) of a group."""
+    if caption_field:
+        raw = group.get("json")
+        if raw is None:
+            return None, f"no {group.key}.json, which should hold the caption field {caption_field!r}"
+        try:
+            value = json.loads(raw.decode("utf-8")).get(caption_field)
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            return None, f"{group.key}.json is not a JSON object; the caption field {caption_field!r} cannot be read"
+        if not isinstance(value, str):
+            return None, f"{group.key}.json has no text field {caption_field!r}; pass the caption field's name"
+        return value, None
+    raw = group.get("txt")
+    if raw is None:
+        return None, f"no caption: {group.key}.txt is missing; add it or pass --caption-field NAME for a .json field"
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return None, f"{group.key}.txt is not valid UTF-8 (byte {e.start}); re-encode the caption"
+
+
+def _uid(group: Group) -> str | None:
+    raw = group.get("json")
+    try:
+        uid = json.loads(raw.decode("utf-8")).get("uid") if raw else None
+    except (UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return str(uid) if uid is not None else None
+
+
+def read_shard(shard: Shard, caption_field: str | None = None) -> Iterator[Record]:
+    """One record per key of the tar (and per key its metadata lists that the tar lost)."""
+    seen: set[str] = set()
+    for group in iter_groups(shard.path):
+        rec = Record(group.key, shard.path.name, uid=_uid(group))
+        if group.key in seen:
+            rec.error = f"key {group.key} appears twice in the shard (members not next to each other); keys must be unique"
+            yield rec
+            continue
+        seen.add(group.key)
+        image = next((d for ext in IMAGE_EXTS if (d := group.get(ext)) is not None), None)
+        rec.caption, caption_error = _caption(group, caption_field)
+        if group.error:
+            rec.error = group.error
+        elif image is None:
+            rec.error = f"no image for key {group.key} (.jpg/.jpeg/.png/.webp member missing)"
+        else:
+            rec.image, rec.error = image, caption_error
+        yield rec
+    expected = _expected_keys(shard.meta)
+    if not seen and not expected and shard.path.stat().st_size > 0:
+        raise ShardError(f"{shard.path}: no member could be read (not a tar, or damaged from the start); "
+                         "re-download the shard")
+    for key in expected:
+        if key not in seen:
+            seen.add(key)
+            yield Record(key, shard.path.name, error=MISSING_FROM_TAR)
+
+
+def _member(info: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    new = tarfile.TarInfo(info.name)
+    new.size, new.mtime, new.mode = len(data), info.mtime, info.mode
+    new.uname, new.gname, new.uid, new.gid = info.uname, info.gname, info.uid, info.gid
+    return new, io.BytesIO(data)
+
+
+def write_enhanced(shard: Shard, out: Path, new_caption: Callable[[str], tuple[str | None, int | None]],
+                   caption_field: str | None = None) -> int:
+    """Copy the shard's readable keys to `out`, captions replaced where `new_caption(key)` gives one.
+
+    `new_caption(key)` -> (replacement or None, overall score or None). Every copied key's .json
+    (created if absent) gets `original_caption` and `aitqe_overall`. Keys the tar broke inside of
+    are left out. Returns the number of captions replaced.
+    """
+    replaced = 0
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        for group in iter_groups(shard.path):
+            if group.error:
+                continue
+            caption, _ = _caption(group, caption_field)
+            replacement, overall = new_caption(group.key)
+            meta_raw = group.get("json")
+            try:
+                meta = json.loads(meta_raw.decode("utf-8")) if meta_raw is not None else {}
+            except (UnicodeDecodeError, ValueError):
+                meta = None
+            if not isinstance(meta, dict) or caption is None:  # nowhere to keep the original: copy as is
+                for info, data in group.members:
+                    tf.addfile(*_member(info, data))
+                continue
+            meta.update(original_caption=caption, aitqe_overall=overall)
+            if replacement is not None:
+                replaced += 1
+                if caption_field:
+                    meta[caption_field] = replacement
+            json_name = None
+            for info, data in group.members:
+                ext = _split(info.name)[1].lower()
+                if ext == "json":
+                    json_name, data = info.name, json.dumps(meta, ensure_ascii=False).encode("utf-8")
+                elif ext == "txt" and replacement is not None and not caption_field:
+                    data = replacement.encode("utf-8")
+                tf.addfile(*_member(info, data))
+            if json_name is None:
+                last = group.members[-1][0]
+                info = tarfile.TarInfo(f"{group.key}.json")
+                info.mtime, info.mode = last.mtime, last.mode
+                tf.addfile(*_member(info, json.dumps(meta, ensure_ascii=False).encode("utf-8")))
+    return replaced

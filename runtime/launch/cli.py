@@ -1,0 +1,91 @@
+"""`python -m runtime.score --input SHARDS --output DIR ...`: the shard runner behind the CLI.
+
+SHARDS is a folder, a brace pattern, a comma list or one `.tar`/`.parquet`; DIR gets one
+`SHARD.aitqe.parquet` per shard. Runs here on this process's share of the shards
+(`--shard-index i --num-shards n`, one process per GPU) or on Ray (`--ray`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from runtime.data.parquet_table import Columns
+from runtime.data.records import find_shards, pick
+from runtime.data.run import RunOptions, run_shards
+from runtime.errors import InputError
+from runtime.launch.model import ScorerSpec, cached_loader, model_fingerprint
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("datasets (--input a folder, brace pattern, .tar or .parquet; --output a folder)")
+    g.add_argument("--enhance-below", type=int, metavar="N",
+                   help="write an enhanced copy: captions of pairs with overall < N replaced by the recaption")
+    g.add_argument("--enhanced-output", metavar="DIR2", help="folder for the enhanced copy (with --enhance-below)")
+    g.add_argument("--keep-above", type=int, metavar="N",
+                   help="list the keys with overall >= N (DataComp uid .npy when the shards have uids)")
+    g.add_argument("--caption-field", metavar="NAME", help="WebDataset: take the caption from this KEY.json field")
+    g.add_argument("--key-column", metavar="NAME", help="Parquet: key column (default: key, uid or id)")
+    g.add_argument("--image-column", metavar="NAME", help="Parquet: image bytes or path column (default: jpg, image, ...)")
+    g.add_argument("--caption-column", metavar="NAME", help="Parquet: caption column (default: txt, caption or text)")
+    g.add_argument("--shard-index", type=int, default=0, metavar="I", help="this process's share: shards I, I+n, ...")
+    g.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of processes splitting the shards")
+    g.add_argument("--ray", action="store_true", help="score on a Ray cluster (RAY_ADDRESS, else a local one)")
+    g.add_argument("--num-gpus", type=int, metavar="N",
+                   help="--ray: number of scorer actors, one GPU each (default: all GPUs; with --device cpu, N CPU actors)")
+
+
+DATASET_ONLY = ("enhance_below", "enhanced_output", "keep_above", "caption_field", "key_column", "image_column",
+                "caption_column", "num_gpus")
+
+
+def refuse_dataset_flags(args: argparse.Namespace) -> None:
+    """A pairs file (JSONL/CSV) or a single pair takes none of the dataset flags: say so, do not ignore them."""
+    given = [f"--{name.replace('_', '-')}" for name in DATASET_ONLY if getattr(args, name) is not None]
+    given += [f for f, on in (("--ray", args.ray), ("--shard-index", args.shard_index),
+                              ("--num-shards", args.num_shards != 1)) if on]
+    if given:
+        raise InputError(f"{', '.join(given)}: only for shard inputs (a folder, brace pattern, .tar or .parquet); "
+                         "leave them out for a pairs file or a single pair")
+
+
+def options(args: argparse.Namespace) -> RunOptions:
+    if (args.enhance_below is None) != (args.enhanced_output is None):
+        raise InputError("--enhance-below N and --enhanced-output DIR2 go together; give both")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output}: is a file; with shards as input, --output is a folder")
+    return RunOptions(output=output, batch_size=args.batch_size, workers=args.workers, output_all=args.output_all,
+                      max_new_tokens=args.max_new_tokens, enhance_below=args.enhance_below,
+                      enhanced_output=Path(args.enhanced_output) if args.enhanced_output else None,
+                      keep_above=args.keep_above, caption_field=args.caption_field,
+                      columns=Columns(args.key_column, args.image_column, args.caption_column), quiet=args.quiet)
+
+
+def run_dataset(args: argparse.Namespace, model: Path) -> int:
+    """Score the shards `args.input` names; the exit code."""
+    opts = options(args)
+    if args.workers < 0:
+        raise InputError("--workers must be >= 0")
+    shards = find_shards(args.input)
+    if opts.enhanced_output is not None:
+        clash = {s.path.parent.resolve() for s in shards} & {opts.enhanced_output.resolve()}
+        if clash:
+            raise InputError(f"--enhanced-output {opts.enhanced_output}: is the input folder; the copy would overwrite "
+                             "the shards, pass another folder")
+    if not (model / "config.json").is_file() and not (model / "manifest.json").is_file():
+        raise InputError(f"--model {model}: not an AITQE checkpoint or bundle folder (no config.json or manifest.json)")
+    opts.output.mkdir(parents=True, exist_ok=True)
+    spec = ScorerSpec(str(model), args.device, args.dtype, args.trust_remote_code, args.vision_backend, args.engine,
+                      args.batch_size, {"auto": None, "on": True, "off": False}[args.compile])
+    fingerprint = model_fingerprint(model)
+    if args.ray:
+        from runtime.launch.ray_data import run_ray
+
+        if args.num_shards != 1:
+            raise InputError("--ray spreads the shards itself; leave out --shard-index/--num-shards")
+        return run_ray(spec, shards, opts, fingerprint, actors=args.num_gpus)
+    if args.num_gpus is not None:
+        raise InputError("--num-gpus is for --ray; without Ray, start one process per GPU with --shard-index/--num-shards")
+    mine = pick(shards, args.shard_index, args.num_shards)
+    return run_shards(cached_loader(spec), mine, opts, fingerprint, all_shards=shards)

@@ -1,0 +1,44 @@
+"""What a scoring process needs to load its own scorer (picklable, for Ray actors), and the
+fingerprint of the model written beside every verdict."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    model: str
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+    vision_backend: str | None = None
+    engine: str = "fast"
+    slots: int = 8
+    compile: bool | None = None
+
+    def load(self):
+        from runtime.scorer import Scorer
+
+        return Scorer.from_pretrained(self.model, device=self.device, dtype=self.dtype,
+                                      trust_remote_code=self.trust_remote_code, vision_backend=self.vision_backend,
+                                      engine=self.engine, slots=self.slots, compile=self.compile)
+
+
+def model_fingerprint(model: str | Path) -> str:
+    """sha256 of a bundle's manifest (which holds every file's checksum), or of a checkpoint's
+    config and weights (`runtime.model.checkpoint.fingerprint`)."""
+    root = Path(model)
+    if (root / "manifest.json").is_file():
+        return "sha256:" + hashlib.sha256((root / "manifest.json").read_bytes()).hexdigest()
+    from runtime.model.checkpoint import fingerprint
+
+    return fingerprint(root)
+
+
+def cached_loader(spec: ScorerSpec):
+    """A function that loads the scorer on first call only (a run with every shard done loads none)."""
+    return lru_cache(maxsize=1)(spec.load)
