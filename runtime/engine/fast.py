@@ -32,6 +32,7 @@ from runtime.engine.step import StaticKV, Step
 from runtime.engine.watch import Pieces, Watcher, digit_ids
 
 LEN_QUANTUM = 256  # the cache's length grows in steps of this many positions
+PREFILL_TOKENS = 8192  # at most this many (padded) positions per prefill forward
 
 
 @dataclass
@@ -175,24 +176,37 @@ class FastDecoder:
         """(key, row [L, H], budget) in -> (key, Finished) out, as rows end (not in input order)."""
         waiting = iter(rows)
         busy: dict[int, _Row] = {}
-        exhausted, buckets = False, _buckets(self.slots)
+        pending, exhausted, buckets = None, False, _buckets(self.slots)
         while True:
-            while not exhausted and len(busy) < self.slots:
-                item = next(waiting, None)
-                if item is None:
-                    exhausted = True
+            while len(busy) < self.slots and not (exhausted and pending is None):
+                free = sorted(set(range(self.slots)) - busy.keys())
+                group, longest = [], 0
+                while len(group) < len(free):  # rows waiting for free slots are prefilled together
+                    if pending is None:
+                        pending = next(waiting, None)
+                        if pending is None:
+                            exhausted = True
+                            break
+                    length = pending[1].shape[0]
+                    if group and (len(group) + 1) * max(longest, length) > PREFILL_TOKENS:
+                        break
+                    group.append(pending)
+                    longest, pending = max(longest, length), None
+                if not group:
                     break
-                key, embeds, budget = item
-                slot = min(set(range(self.slots)) - busy.keys())
-                row = _Row(key, embeds.shape[0], budget, Watcher(self.pieces, stop.mark), time.perf_counter(), 0.0)
-                self._ensure(row.length + budget)
-                out = self._summary(self.step.prefill(embeds.to(self.dtype), slot)[None])[0].tolist()
-                row.prefill_seconds = time.perf_counter() - row.start
-                self._advance(row, out, stop)
-                if row.done and not row.probes:
-                    yield key, self._finish(row, stop)
-                else:
-                    busy[slot] = row
+                start = time.perf_counter()
+                new = [_Row(key, embeds.shape[0], budget, Watcher(self.pieces, stop.mark), start, 0.0)
+                       for key, embeds, budget in group]
+                self._ensure(max(r.length + r.budget for r in new))
+                outs = self._summary(self.step.prefill([e.to(self.dtype) for _, e, _ in group],
+                                                       free[:len(group)])).tolist()
+                for slot, row, out in zip(free, new, outs):
+                    row.prefill_seconds = time.perf_counter() - start
+                    self._advance(row, out, stop)
+                    if row.done and not row.probes:
+                        yield row.key, self._finish(row, stop)
+                    else:
+                        busy[slot] = row
             if not busy:
                 return
             n = next(b for b in buckets if b > max(busy))

@@ -7,7 +7,7 @@ linear layers (GPTQ, bitsandbytes) run their own kernels here. The math is trans
 attention is `scaled_dot_product_attention` with the rotary embedding `apply_rotary_pos_emb`.
 
 Shapes: the cache holds keys and values [layers, slots, kv_heads, max_len, head_dim] in the
-model's dtype, allocated once. `prefill` fills one slot from an embedding row; `decode` advances
+model's dtype, allocated once. `prefill` fills slots from embedding rows; `forward` advances
 slots [0, n) by one token each, every slot at its own position.
 """
 
@@ -68,18 +68,24 @@ class Step(nn.Module):
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return model.norm(x)
 
-    def prefill(self, embeds: torch.Tensor, slot: int) -> torch.Tensor:
-        """Fill `slot` with a row [L, H] (positions 0..L-1); the logits [V] of its last position."""
-        n = embeds.shape[0]
-        cache = self.cache
+    def prefill(self, rows: list[torch.Tensor], slots: list[int]) -> torch.Tensor:
+        """Fill slots[i] with rows[i] [L_i, H] (positions 0..L_i-1), all in one forward, rows padded on
+        the right (a causal row never sees its padding); the logits [n, V] of each row's last position.
+        A slot's positions past its row hold padding until decoding writes them, always before reading."""
+        n, longest = len(rows), max(r.shape[0] for r in rows)
+        x = rows[0].new_zeros(n, longest, rows[0].shape[1])
+        for i, r in enumerate(rows):
+            x[i, :r.shape[0]] = r
+        cache, index = self.cache, torch.tensor(slots, device=x.device)
 
         def write(i, k, v):
-            cache.k[i, slot, :, :n] = k[0]
-            cache.v[i, slot, :, :n] = v[0]
+            cache.k[i, index, :, :longest] = k
+            cache.v[i, index, :, :longest] = v
 
-        x = self._layers(embeds[None], torch.arange(n, device=embeds.device)[None], write,
-                         lambda i, k, v: (k, v), None, True)
-        return self.llm.lm_head(x[:, -1])[0]
+        positions = torch.arange(longest, device=x.device).expand(n, -1)
+        x = self._layers(x, positions, write, lambda i, k, v: (k, v), None, True)
+        last = torch.tensor([r.shape[0] - 1 for r in rows], device=x.device)
+        return self.llm.lm_head(x[torch.arange(n, device=x.device), last])
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Slots [0, n) each take one token (ids [n]) at its own position ([n]); logits [n, V].
