@@ -82,19 +82,22 @@ def is_converted(module: torch.nn.Module, name: str, cfg: Fp8Config) -> bool:
     return isinstance(module, torch.nn.Linear) and (cfg.quantize_lm_head or not name.endswith("lm_head"))
 
 
-def convert(model: torch.nn.Module, cfg: Fp8Config) -> torch.nn.Module:
-    """Convert the bf16 model's Linear weights (`is_converted`) to float8 in place, with torchao."""
+def convert(model: torch.nn.Module, cfg: Fp8Config, device: str | None = None) -> torch.nn.Module:
+    """Convert the bf16 model's Linear weights (`is_converted`) to float8 in place, with torchao; with
+    `device`, each module moves there as it is converted (torchao's `quantize_(device=)`), so the card
+    never holds the whole bf16 backbone."""
     from torchao.quantization import quantize_
 
-    quantize_(model, torchao_config(cfg), filter_fn=lambda m, name: is_converted(m, name, cfg))
+    quantize_(model, torchao_config(cfg), filter_fn=lambda m, name: is_converted(m, name, cfg), device=device)
     return model
 
 
 def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
-    """The bf16 backbone with its Linear weights converted to float8 on the card (dtype: ignored,
-    torchao's per-row float8 computes in bf16)."""
+    """The bf16 backbone, read into CPU memory, its Linear weights converted to float8 one module at a
+    time on the card (peak card memory: the float8 backbone + one bf16 layer). dtype: ignored,
+    torchao's per-row float8 computes in bf16."""
     why = refusal(device)
     if why:
         raise InputError(why)
     cfg = Fp8Config(**{k: params[k] for k in ("granularity", "quantize_lm_head") if k in params})
-    return convert(dense.load(folder, {"dtype": "bf16"}, device, torch.bfloat16), cfg)
+    return convert(dense.load(folder, {"dtype": "bf16"}, "cpu", torch.bfloat16), cfg, device).to(device)
