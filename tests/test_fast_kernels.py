@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 from pathlib import Path
 
@@ -137,6 +138,10 @@ def test_every_method_builds_and_runs_on_the_golden_checkpoint(name, tmp_path):
     extra = ["--group-size", "32", "--calibration-samples", "8"] if name.startswith("gptq") else []
     assert quantize_main(["--model", str(GOLDEN_CKPT), "--method", name, "--output", str(out), *extra]) == 0
     assert read_manifest(out).backbone.method == name
+    if name.startswith("gptq"):  # the settings GPTQModel wrote are ones its Marlin kernel accepts
+        cfg = json.loads((out / "backbone" / "config.json").read_text())
+        assert gptq.marlin_refusal(cfg["quantization_config"], cfg) is None
+        assert marlin_accepts(cfg["quantization_config"], model_linears({k: cfg[k] for k in FULL}))
     image = GOLDEN_CKPT.parent / "images" / "a_640x480.png"
     v = Scorer.from_pretrained(out, device="cpu").score(image, "a red square", output_all=True, max_new_tokens=8)
     assert v.error is None and v.timings["new_tokens"] >= 1

@@ -134,8 +134,6 @@ def marlin_refusal(quant: dict, config: dict, capability: tuple[int, int] | None
     config) on a card of `capability` (None: any), or None when it can. The rules are GPTQModel's own
     (`MarlinLinear._validate`: bits 4/8, symmetric, group size -1/32/64/128 or the layer width,
     act-order only on tile-aligned shapes, packed widths)."""
-    import torch
-
     with quiet_stdout():
         from gptqmodel.nn_modules.qlinear.marlin import MarlinLinear
 
@@ -189,7 +187,7 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
                 wrapper = GPTQModel.load(str(folder), device=device, backend=backend, dtype=torch.float16)
             return wrapper.model
         except Exception as e:  # a kernel that does not build or load here: the next one
-            why = f"the {backend.value} kernel failed to load ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            why = f"the {backend.value} kernel failed to load ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})"
             gc.collect()
             torch.cuda.empty_cache()
     raise RuntimeError(why)
