@@ -39,14 +39,15 @@ class Card:
 # Accumulate" (dense, not the 2:4-sparse figure): Ampere GA102 whitepaper (RTX 3090: FP16/BF16 71),
 # Ada Lovelace whitepaper (RTX 4090: FP16/BF16 165.2, FP8 330.3), Blackwell RTX whitepaper (RTX 5090:
 # FP16/BF16 209.5, FP8 419); bandwidth and memory from the same documents (936 / 1008 / 1792 GB/s;
-# 24 / 24 / 32 GB). Data-center figures: H100 SXM5 and H200 SXM datasheets (dense BF16 989.4, FP8
-# 1978.9 TFLOP/s; 3350 / 4800 GB/s; 80 / 141 GB).
+# 24 / 24 / 32 GB). Data-center figures: the H100 datasheet (SXM5: dense BF16 989.4, FP8 1978.9 TFLOP/s,
+# 3350 GB/s; PCIe: 756.5, 1513, 2000 GB/s; 80 GB) and the H200 SXM datasheet (as H100 SXM, 4800 GB/s, 141 GB).
 CARDS = {
     "RTX 3090": Card("RTX 3090", 71.0, None, 936.0, 24, (8, 6)),
     "RTX 4090": Card("RTX 4090", 165.2, 330.3, 1008.0, 24, (8, 9)),
     "RTX 5090": Card("RTX 5090", 209.5, 419.0, 1792.0, 32, (12, 0)),
 }
-MEASURED = {
+MEASURED = {  # looked up by name in this order: the PCIe card before the SXM one
+    "H100 PCIe": Card("H100 PCIe", 756.5, 1513.0, 2000.0, 80, (9, 0)),
     "H100": Card("H100 SXM", 989.4, 1978.9, 3350.0, 80, (9, 0)),
     "H200": Card("H200", 989.4, 1978.9, 4800.0, 141, (9, 0)),
 }

@@ -54,3 +54,12 @@ def test_report_section_only_for_a_known_gpu():
     assert rows[2].endswith("| yes | yes | yes | yes |")
     assert projection_rows({**r, "device": "cpu"}) == []
     assert projection_rows({**r, "environment": {"machine": "some other GPU"}}) == []
+
+
+def test_measured_card_by_name():
+    from bench.projection import measured_card
+
+    assert measured_card("NVIDIA H100 PCIe (79 GiB), x86").name == "H100 PCIe"
+    assert measured_card("NVIDIA H100 80GB HBM3 (79 GiB), x86").name == "H100 SXM"
+    assert measured_card("NVIDIA H200 (140 GiB), x86").bandwidth_gbs == 4800.0
+    assert measured_card("NVIDIA A100-SXM4-80GB") is None
