@@ -6,11 +6,11 @@ tensor cores (twice bf16's peak) as well as decode reading half the bytes (Micik
 "FP8 Formats for Deep Learning", arXiv:2209.05433).
 
 The bundle stores the 16-bit backbone (bf16, as the dense methods do) and the method; the weights
-are converted as they load, on the card, in seconds. So the bundle's disk size is bf16's and its
-`bits_per_weight` (quantize.backbone) is the backbone's in memory once loaded (`LOADED_BITS` for the
-decoder Linear weights; embeddings and lm_head stay bf16). Anywhere else (CPU, older cards) loading
+are converted as they load (`load`: read into CPU memory, each Linear converted as it moves to the
+card). So the bundle's disk size is bf16's and its `bits_per_weight` (quantize.backbone) is the
+backbone's in memory once loaded (`LOADED_BITS` for the converted Linear weights; embeddings and
+lm_head stay bf16, lm_head too unless `quantize_lm_head`). Anywhere else (CPU, older cards) loading
 refuses in one line naming the card's capability: torchao's float8 matmul needs those tensor cores.
-Embeddings and lm_head stay bf16 (lm_head too unless `quantize_lm_head`).
 """
 
 from __future__ import annotations
