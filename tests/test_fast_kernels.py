@@ -145,3 +145,17 @@ def test_every_method_builds_and_runs_on_the_golden_checkpoint(name, tmp_path):
     image = GOLDEN_CKPT.parent / "images" / "a_640x480.png"
     v = Scorer.from_pretrained(out, device="cpu").score(image, "a red square", output_all=True, max_new_tokens=8)
     assert v.error is None and v.timings["new_tokens"] >= 1
+
+
+def test_fp8_padding_rows_stay_finite(monkeypatch):
+    """An all-zero input row (right padding in bench's teacher-forced pass) stays zero, not NaN."""
+    import torchao.quantization.quant_api as quant_api
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(64, 32, bias=False)).to(torch.bfloat16)
+    fp8.convert(layer, fp8.Fp8Config())
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    x[1] = 0
+    y = layer(x)
+    assert torch.isfinite(y).all() and not y[1].any()

@@ -26,6 +26,7 @@ from runtime.formats import dense
 MIN_CAPABILITY = (8, 9)
 LOADED_BITS = 8.0           # per decoder Linear weight once converted (+ one fp32 scale per output row)
 GRANULARITIES = ("row", "tensor")
+ACTIVATION_FLOOR = 1e-12    # least activation amax a float8 scale is computed from
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ def torchao_config(cfg: Fp8Config):
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
 
     granularity = PerRow() if cfg.granularity == "row" else PerTensor()
-    return Float8DynamicActivationFloat8WeightConfig(granularity=granularity)
+    # a floor under each activation scale: an all-zero row (padding) would get scale 0 and turn into
+    # NaN, which attention then spreads to the real tokens
+    return Float8DynamicActivationFloat8WeightConfig(granularity=granularity, activation_value_lb=ACTIVATION_FLOOR)
 
 
 def is_converted(module: torch.nn.Module, name: str, cfg: Fp8Config) -> bool:
