@@ -149,3 +149,60 @@ def projection_rows(r: dict) -> list[str]:
              "(scaled by the BF16 peak ratio) + prefill + (n - 1) steps. Memory: the measured peak at batch 1 + "
              f"{CONTEXT_GIB} GiB CUDA context below the cap. Formula and spec sources: bench/projection.py."]
     return rows
+
+
+# Measured anchors on one H200 (docs: /work/shared/design/architecture.md, 2026-11-27, random weights of
+# AITQE's shapes, 729 image + 42 prompt tokens, 64 new tokens): (prefill ms, decode ms/step) at batch 1.
+# SigLIP tower 16.2 ms per image at batch 1; bf16 peak 14.4 GiB at batch 1.
+H200_ANCHORS = {"bf16, eager": (38.6, 19.9), "bf16, compiled decode": (38.6, 6.2), "bnb-nf4, eager": (40.3, 30.9)}
+QWEN2_7B = dict(layers=28, q_dim=3584, kv_dim=512, hidden=3584, vocab=152064, linear=6_525_288_448,
+                linear_flops_per_token=13_050_576_896)
+TOWER_GIB, WORKSPACE_GIB = 0.8, 0.5  # so400m tower in bf16; activations and KV at batch 1
+BITS = {"bf16": 16.0, "gptq-int8": 8.16, "gptq-int4": 4.16, "fp8": 8.0, "bnb-nf4": 4.127}  # per Linear weight
+
+
+def anchor_rows() -> list[str]:
+    """The README's projection: the H200 anchors' fractions of peak on the consumer cards; gptq and fp8
+    rows assume the compiled bf16 run's fractions (no run has measured them)."""
+    m, card = QWEN2_7B, MEASURED["H200"]
+    rows = ["| method | " + " | ".join(f"{n} ms/pair (pairs/s)" for n in CARDS) + " | fits "
+            + " / ".join(str(c) for c in CAPS_GIB) + " GiB (estimate) |", "|" + "---|" * (len(CARDS) + 2)]
+    cases = [(name, name.split(",")[0], H200_ANCHORS[name]) for name in H200_ANCHORS]
+    cases += [(f"{k} (assumed)", k, H200_ANCHORS["bf16, compiled decode"]) for k in ("gptq-int8", "gptq-int4", "fp8")]
+    for label, method, (prefill_ms, step_ms) in sorted(cases, key=lambda c: -BITS[c[1]]):
+        emb = m["vocab"] * m["hidden"] * 2
+        read = m["linear"] * BITS[method] / 8 + emb  # decode reads the body and lm_head, not the input table
+        work = pair_work(linear_flops_per_token=m["linear_flops_per_token"], tokens=771, new_tokens=64,
+                         layers=m["layers"], q_dim=m["q_dim"], kv_dim=m["kv_dim"], hidden=m["hidden"],
+                         vocab=m["vocab"], decode_read_bytes=read)
+        compute = "fp8" if method == "fp8" else "bf16"
+        if "assumed" in label:  # the bf16 compiled run's fractions, applied to this method's work
+            bf16 = PairWork(work.prefill_flops, work.step_bytes - read + m["linear"] * 2 + emb, work.steps)
+            eff = efficiency(bf16, prefill_ms, step_ms, card, "bf16")
+        else:
+            eff = efficiency(work, prefill_ms, step_ms, card, compute)
+        cells = []
+        for c in CARDS.values():
+            p = project(work, eff, 16.2, card, c, compute)
+            cells.append("cannot run (no FP8)" if p is None else f"{p['pair_ms']:.0f} ({p['pairs_per_s']:.2f})")
+        gib = (read + emb) / GIB + TOWER_GIB + WORKSPACE_GIB
+        rows.append(f"| {label} | " + " | ".join(cells) + " | "
+                    + " / ".join("yes" if fits(gib * GIB, cap) else "no" for cap in CAPS_GIB) + " |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.projection [DIR]`: the projection of a bench run (DIR/results.json), or, without
+    DIR, of the H200 anchors (the README's table)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    args = argv if argv is not None else sys.argv[1:]
+    rows = projection_rows(json.loads((Path(args[0]) / "results.json").read_text())) if args else anchor_rows()
+    print("\n".join(rows) if rows else "no GPU run of a known card in this results.json: nothing to project")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -63,3 +63,15 @@ def test_measured_card_by_name():
     assert measured_card("NVIDIA H100 80GB HBM3 (79 GiB), x86").name == "H100 SXM"
     assert measured_card("NVIDIA H200 (140 GiB), x86").bandwidth_gbs == 4800.0
     assert measured_card("NVIDIA A100-SXM4-80GB") is None
+
+
+def test_anchor_projection_reduces_to_peak_ratios():
+    """With the same work on both cards, the projection is the measured time scaled by the ratio of
+    peaks: RTX 5090 bf16 eager = (16.2 + 38.6) x 989.4 / 209.5 + 63 x 19.9 x 4800 / 1792 ms (by hand)."""
+    from bench.projection import anchor_rows
+
+    row = next(r for r in anchor_rows() if r.startswith("| bf16, eager |"))
+    expected = (16.2 + 38.6) * 989.4 / 209.5 + 63 * 19.9 * 4800 / 1792
+    assert f"{expected:.0f} ({1000 / expected:.2f})" in row.split("|")[3]
+    fp8 = next(r for r in anchor_rows() if r.startswith("| fp8"))
+    assert "cannot run" in fp8.split("|")[2]
