@@ -1,6 +1,8 @@
 """A **projection** (not a measurement) of ms per pair and pairs/s on consumer GPUs, from the work of
 one pair and the fraction of peak that a measured run achieved on its own card.
 
+    python -m bench.projection [DIR]    # a bench run's projection (DIR/results.json), or the H200 anchors'
+
 Work of one pair at batch 1 (AITQE: T = image tokens + prompt tokens, n new tokens, L layers):
     prefill FLOPs  = linear FLOPs per token x T + 2 L T^2 d_q (causal attention: QK^T and AV)
                      + 2 d vocab (lm_head on the last position)
