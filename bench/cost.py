@@ -211,13 +211,36 @@ def capped_fit(scorer: Scorer, pairs: list[Pair], batches: list[int], output_all
     return fit
 
 
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor holds; a wrapper tensor subclass (torchao's Float8Tensor) counts its inner tensors."""
+    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
 def weight_bytes(llm) -> tuple[int, int]:
     """Bytes of the backbone's parameters and buffers, and of those read per decode step (all but the
     input embedding table, of which a step reads one row)."""
-    tensors = {t.data_ptr(): t for t in [*llm.parameters(), *llm.buffers()]}
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    tensors = {id(t): t for t in {id(t): t for t in [*llm.parameters(), *llm.buffers()]}.values()}
+    total = sum(tensor_bytes(t) for t in tensors.values())
     emb = llm.get_input_embeddings().weight
-    return total, total - emb.numel() * emb.element_size()
+    return total, total - tensor_bytes(emb)
+
+
+def linear_kernels(llm) -> list[str]:
+    """What computes the backbone's linear layers: the quantized layer classes (GPTQModel's MarlinLinear,
+    bitsandbytes' Linear4bit, ...), or Linear[weight type] for torch Linear layers."""
+    names = set()
+    for name, m in llm.named_modules():
+        if not name.startswith("model.layers.") or "Linear" not in type(m).__name__:
+            continue
+        if type(m) is not torch.nn.Linear:
+            names.add(type(m).__name__)
+        else:
+            w = m.weight
+            names.add(f"Linear[{str(w.dtype).removeprefix('torch.') if type(w) is torch.nn.Parameter else type(w).__name__}]")
+    return sorted(names)
 
 
 def linear_flops_per_token(cfg) -> int:
@@ -226,6 +249,13 @@ def linear_flops_per_token(cfg) -> int:
     q, kv = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
     per_layer = cfg.hidden_size * (2 * q + 2 * kv) + 3 * cfg.hidden_size * cfg.intermediate_size
     return 2 * per_layer * cfg.num_hidden_layers
+
+
+def backbone_shape(cfg) -> dict:
+    """What the projection (bench.projection) needs of the backbone's config."""
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return {"layers": cfg.num_hidden_layers, "q_dim": cfg.num_attention_heads * head_dim,
+            "kv_dim": cfg.num_key_value_heads * head_dim, "hidden": cfg.hidden_size, "vocab": cfg.vocab_size}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
              "compute_dtype": str(llm.get_input_embeddings().weight.dtype).removeprefix("torch.")}
         r["weight_bytes"], r["decode_read_bytes"] = weight_bytes(llm)
         r["linear_flops_per_token"] = linear_flops_per_token(llm.config)
+        r["linear_kernels"] = linear_kernels(llm)
+        r["backbone_shape"] = backbone_shape(llm.config)
         prompts = [len(scorer.prepare(q, args.max_new_tokens).ids) for q in pairs[:max(batch_sizes)]]
         r["prompt_tokens_mean"], r["prompt_tokens_first"] = statistics.mean(prompts), prompts[0]
         r |= measure(scorer, pairs, batch_sizes=batch_sizes, repeats=args.repeats, output_all=args.output_all,

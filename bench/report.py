@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.projection import projection_rows  # noqa: E402
+
 GIB, MIB = 2**30, 2**20
 
 
@@ -111,7 +113,7 @@ def cost_table(r: dict) -> list[str]:
         gbs = c["decode_read_bytes"] / (med(c["decode_ms_per_step"]) / 1000) / 1e9
         tokens = c["image_tokens"] + c["prompt_tokens_first"]  # batch 1 runs the first pair
         tflops = c["linear_flops_per_token"] * tokens / (med(c["prefill_ms"]) / 1000) / 1e12
-        rows.append(f"| {v['name']} | {c['compute_dtype']} | {c['load_s']:.1f} | {timing(c['encode_ms_b1'])} | "
+        rows.append(f"| {v['name']} | {c['compute_dtype']} {'/'.join(c.get('linear_kernels', []))} | {c['load_s']:.1f} | {timing(c['encode_ms_b1'])} | "
                     f"{timing(c['prefill_ms'])} | {timing(c['decode_ms_per_step'], 2)} | {timing(one['ms_per_pair'])} | "
                     f"{timing(c['pairs_per_s_best'], 2)} (b{c['best_batch']}) | {one['new_tokens_mean']:.1f} | "
                     f"{one['peak_bytes'] / GIB:.2f} | {best['peak_bytes'] / GIB:.2f} | "
@@ -204,6 +206,8 @@ def write_markdown(r: dict, path: Path, caps: tuple[int, ...]) -> None:
     if "ceilings" in r:
         lines += ["## Cost", "", *cost_table(r), "", "## Consumer-GPU fit (batch sizes that run)", "",
                   *fit_table(r, caps), ""]
+    if projection_rows(r):
+        lines += ["## Consumer GPUs: a projection from this run (not measured)", "", *projection_rows(r), ""]
     errors = [v for v in r["variants"] if v.get("cost_error") or v.get("accuracy_error")]
     if errors:
         lines += ["## Errors", ""] + [f"- {v['name']}: {v.get('cost_error') or v.get('accuracy_error')}" for v in errors]

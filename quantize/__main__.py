@@ -1,10 +1,13 @@
 """`python -m quantize`: an AITQE checkpoint -> a runnable, self-describing bundle.
 
-    python -m quantize --model SRC --method {bf16,fp16,bnb-int8,bnb-nf4,gptq-int8,gptq-int4}
+    python -m quantize --model SRC --method {bf16,fp16,bnb-int8,bnb-nf4,gptq-int8,gptq-int4,fp8}
         [--vision torch|onnx|onnx-fp16[,...]] [--calibration FILE] --output BUNDLE [--force] [method options]
 
 --vision: the vision encoder's format(s); the first is what the runtime runs, the others are kept
 for `python -m runtime.score --vision-backend` (e.g. `onnx,torch`).
+
+fp8 stores the 16-bit backbone and converts it to float8 as it loads, on a GPU of compute
+capability >= 8.9 only.
 
 Prints the bundle's size, the backbone's bits per weight and the wall time.
 """

@@ -29,7 +29,7 @@ OPTIONS = {
     "group_size": lambda a: a.group_size, "act_order": lambda a: a.act_order, "sym": lambda a: not a.asym,
     "damp": lambda a: a.damp, "double_quant": lambda a: not a.no_double_quant,
     "compute_dtype": lambda a: a.compute_dtype, "threshold": lambda a: a.int8_threshold,
-    "quantize_lm_head": lambda a: a.quantize_lm_head,
+    "quantize_lm_head": lambda a: a.quantize_lm_head, "granularity": lambda a: a.fp8_granularity,
 }
 
 
@@ -44,7 +44,9 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compute-dtype", choices=list(DTYPES), default=BnbNf4Config.compute_dtype,
                    help="bnb-nf4 matmul dtype")
     g.add_argument("--int8-threshold", type=float, default=6.0, help="bnb-int8 outlier threshold")
-    g.add_argument("--quantize-lm-head", action="store_true", help="bnb: quantize lm_head too")
+    g.add_argument("--quantize-lm-head", action="store_true", help="bnb, fp8: quantize lm_head too")
+    g.add_argument("--fp8-granularity", choices=["row", "tensor"], default="row",
+                   help="fp8: a float8 scale per output row and token (row) or one per tensor")
 
 
 def add_calibration_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +78,7 @@ def method_config(args: argparse.Namespace) -> Any:
     defaults = method(args.method).config()
     names = {f.name for f in dataclasses.fields(defaults)}
     if args.quantize_lm_head and "quantize_lm_head" not in names:
-        raise InputError(f"--quantize-lm-head is supported by the bnb methods only, not {args.method}")
+        raise InputError(f"--quantize-lm-head is supported by the bnb and fp8 methods only, not {args.method}")
     try:
         return dataclasses.replace(defaults, **{k: fn(args) for k, fn in OPTIONS.items() if k in names})
     except ValueError as e:
@@ -127,8 +129,8 @@ def quantize_backbone(ck: Checkpoint, name: str, config: Any, out: Path, *, cali
         (out / extra_file).unlink(missing_ok=True)  # the bundle keeps one tokenizer, in tokenizer/
     weights = sum(p.numel() for p in ck.llm.parameters())
     stored = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    return Backbone(method=name, params=params, path=out.name, bits_per_weight=round(8 * stored / weights, 3),
-                    weights=weights)
+    bits = m.bits_per_weight(ck.llm, config) if m.bits_per_weight else 8 * stored / weights
+    return Backbone(method=name, params=params, path=out.name, bits_per_weight=round(bits, 3), weights=weights)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,13 +18,15 @@ from runtime.scorer import Scorer
 pytestmark = pytest.mark.slow
 
 # method -> (extra quantize args, floor of the lowest layer SNR in dB, floor of overall agreement)
-# measured: bnb-int8 37.5 dB / 100%, bnb-nf4 21.6 / 98.4%, gptq-int8 53.3 / 100%, gptq-int4 32.1 / 98.4%;
-# the agreement floors are the bars of the quantization issue (int8 97%, 4-bit 90%)
+# measured on these 64 pairs: bnb-int8 37.5 dB / 100%, bnb-nf4 21.6 / 98.4%, gptq-int8 53.3 / 100%,
+# gptq-int4 32.1 / 98.4%; on 200 evaluation pairs (python -m bench --pairs demo:200, default 128
+# calibration pairs): int8 100% both, nf4 99.0%, gptq-int4 99.0%. Floors: at most one pair of 64 lost
+# at 8 bits (98%), three at 4 bits (95%), the bars of the fast-kernels issue (int8 99%, 4-bit 95% on 200)
 METHODS = {
-    "bnb-int8": ([], 34.0, 0.97),
-    "bnb-nf4": ([], 19.0, 0.9),
-    "gptq-int8": (["--calibration-samples", "32"], 50.0, 0.97),
-    "gptq-int4": (["--calibration-samples", "32"], 27.0, 0.9),
+    "bnb-int8": ([], 34.0, 0.98),
+    "bnb-nf4": ([], 19.0, 0.95),
+    "gptq-int8": (["--calibration-samples", "32"], 50.0, 0.98),
+    "gptq-int4": (["--calibration-samples", "32"], 27.0, 0.95),
 }
 
 

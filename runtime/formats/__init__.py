@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any, Callable
 
 from runtime.errors import InputError
-from runtime.formats import bnb, dense, gptq
+from runtime.formats import bnb, dense, fp8, gptq
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class Method:
     load: Callable[..., Any]         # (folder, params, device, dtype | None) -> the backbone module
     synthetic: Callable[..., dict] | None = None  # (dense_dir, out, config, device) -> params; None: quantize
     calibrated: bool = False
+    # (16-bit backbone module, config) -> bits per weight once loaded, for a method that converts at
+    # load (fp8); None: the bits the bundle stores
+    bits_per_weight: Callable[..., float] | None = None
 
     def make_synthetic(self, dense_dir, out, config, device: str) -> dict:
         """The method's random-weight variant of a random dense backbone folder."""
@@ -35,6 +38,7 @@ METHODS: dict[str, Method] = {
     "bnb-nf4": Method(bnb.BnbNf4Config, bnb.quantize_nf4, bnb.load),
     "gptq-int8": Method(partial(gptq.GptqConfig, 8), gptq.quantize, gptq.load, gptq.synthetic, calibrated=True),
     "gptq-int4": Method(partial(gptq.GptqConfig, 4), gptq.quantize, gptq.load, gptq.synthetic, calibrated=True),
+    "fp8": Method(fp8.Fp8Config, fp8.quantize, fp8.load, bits_per_weight=fp8.bits_per_weight),
 }
 
 

@@ -3,7 +3,13 @@
 Library: GPTQModel 7.7, the maintained successor of auto-gptq, which optimum and transformers' GPTQ
 loading now require (the alternatives, and why not: docs/design-notes.md). It writes the standard
 GPTQ format (`quant_method: "gptq"`, qweight/qzeros/scales/g_idx) that transformers and vLLM load,
-and loads it with its kernels (CPU: its torch kernel, computing in fp16; CUDA: the fastest it finds).
+and loads it with its kernels: on CPU its torch kernel (fp16); on CUDA its Marlin kernel (vLLM's
+mixed-precision GEMM, int4/int8 symmetric, fast at decode and at prefill-sized batches) when the
+bundle's settings allow it (`marlin_refusal`, which asks GPTQModel's own Marlin validation), else its
+Triton kernel, then its torch kernel, each fallback named in one line on stderr. GPTQModel builds
+Marlin on first use (JIT: it needs `nvcc` and the CUDA headers); where that fails, the fallback note
+says so. The fast engine decodes GPTQ backbones eagerly (it compiles dense backbones only), so
+Marlin has not been run under `torch.compile` here.
 
 Multimodal calibration: GPTQModel calibrates on token ids only, so each calibration sequence
 (image embeddings + prompt [+ answer] token embeddings, from `calibration/`) gets a placeholder id,
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import gc
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ import torch
 from safetensors.torch import save_file
 
 GROUP_SIZES = (-1, 32, 64, 128, 256)
+MARLIN_MIN_CAPABILITY = (7, 5)  # GPTQModel 7.7's Marlin: sm75+ (fp16 on sm75)
 FORMAT = {"quant_method": "gptq", "checkpoint_format": "gptq", "format": "gptq", "pack_dtype": "int32"}
 
 
@@ -112,21 +121,76 @@ def _quantize(dense_dir: Path, out: Path, cfg: GptqConfig, calibration: list[tor
     model.save(str(out))
 
 
+def linear_shapes(config: dict) -> list[tuple[int, int]]:
+    """(in_features, out_features) of each kind of decoder Linear layer of a Qwen2 config."""
+    h, i = config["hidden_size"], config["intermediate_size"]
+    head = config.get("head_dim") or h // config["num_attention_heads"]
+    q, kv = config["num_attention_heads"] * head, config["num_key_value_heads"] * head
+    return sorted({(h, q), (h, kv), (q, h), (h, i), (i, h)})
+
+
+def marlin_refusal(quant: dict, config: dict, capability: tuple[int, int] | None = None) -> str | None:
+    """Why GPTQModel's Marlin kernel cannot run a GPTQ folder (its `quantization_config` and model
+    config) on a card of `capability` (None: any), or None when it can. The rules are GPTQModel's own
+    (`MarlinLinear._validate`: bits 4/8, symmetric, group size -1/32/64/128 or the layer width,
+    act-order only on tile-aligned shapes, packed widths)."""
+    with quiet_stdout():
+        from gptqmodel.nn_modules.qlinear.marlin import MarlinLinear
+
+    if capability is not None and capability < MARLIN_MIN_CAPABILITY:
+        return f"Marlin needs compute capability >= 7.5, this card has {capability[0]}.{capability[1]}"
+    for in_f, out_f in linear_shapes(config):
+        ok, err = MarlinLinear._validate(bits=quant["bits"], group_size=quant["group_size"],
+                                         desc_act=bool(quant.get("desc_act")), sym=bool(quant.get("sym", True)),
+                                         in_features=in_f, out_features=out_f, pack_dtype=torch.int32,
+                                         dtype=torch.float16)
+        if not ok:
+            reason = re.sub(r"<class '[^']*'>\s*", "", str(err))
+            return f"Marlin refuses a {in_f}x{out_f} layer with bits {quant['bits']}, group size " \
+                   f"{quant['group_size']}, sym {quant.get('sym')}, desc_act {quant.get('desc_act')} ({reason})"
+    return None
+
+
+def cuda_backends(folder: Path, device: str) -> list[tuple[object, str | None]]:
+    """GPTQModel backends to try on CUDA, best first, each with the reason it is not the first choice."""
+    from gptqmodel import BACKEND
+
+    config = json.loads((folder / "config.json").read_text())
+    capability = torch.cuda.get_device_capability(torch.device(device))
+    refusal = marlin_refusal(config["quantization_config"], config, capability)
+    chain = [] if refusal else [(BACKEND.GPTQ_MARLIN, None)]
+    return chain + [(BACKEND.GPTQ_TRITON, refusal), (BACKEND.GPTQ_TORCH, None)]
+
+
 def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
     """The backbone with GPTQModel's kernels, in fp16 (its CPU kernels compute only in fp16/bf16).
 
-    On CPU the torch kernel's dequantization is left eager, not torch.compile'd (docs/design-notes.md)."""
+    On CUDA: Marlin, else Triton, else torch (`cuda_backends`), a note on stderr for each one
+    skipped or failed. On CPU the torch kernel's dequantization is left eager, not torch.compile'd
+    (docs/design-notes.md)."""
     _workers()
     with quiet_stdout():
         from gptqmodel import BACKEND, GPTQModel
-
-        backend = BACKEND.AUTO if device.startswith("cuda") else BACKEND.TORCH
-        wrapper = GPTQModel.load(str(folder), device=device, backend=backend, dtype=torch.float16)
     if not device.startswith("cuda"):
+        with quiet_stdout():
+            wrapper = GPTQModel.load(str(folder), device=device, backend=BACKEND.TORCH, dtype=torch.float16)
         for module in wrapper.model.modules():
             if "dequantize_weight" in vars(module):  # the instance's compiled wrapper -> the class's method
                 del module.dequantize_weight
-    return wrapper.model
+        return wrapper.model
+    why = None
+    for backend, skipped in cuda_backends(folder, device):
+        if why or skipped:
+            print(f"gptq: {why or skipped}; using GPTQModel's {backend.value} kernel", file=sys.stderr)
+        try:
+            with quiet_stdout():
+                wrapper = GPTQModel.load(str(folder), device=device, backend=backend, dtype=torch.float16)
+            return wrapper.model
+        except Exception as e:  # a kernel that does not build or load here: the next one
+            why = f"the {backend.value} kernel failed to load ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})"
+            gc.collect()
+            torch.cuda.empty_cache()
+    raise RuntimeError(why)
 
 
 def synthetic(dense_dir: Path, out: Path, cfg: GptqConfig, device: str = "cpu") -> dict:
