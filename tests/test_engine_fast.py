@@ -154,3 +154,14 @@ def test_verdicts_carry_expected_scores(demo):
     by_hand = sum(d * p[d].item() for d in range(10) if d != 1) + p[1].item() * (1 + 9 * q)
     assert v.overall_expected == pytest.approx(by_hand, abs=1e-3)
     assert v.overall_score is not None and abs(v.overall_expected - v.overall_score) < 10
+
+
+def test_only_plain_linear_layers_count_as_dense(demo):
+    """What `--compile auto` compiles on CUDA: a 16-bit backbone, not a quantized one."""
+    import bitsandbytes as bnb
+
+    from runtime.engine.fast import is_dense
+
+    assert is_dense(demo.llm)
+    quantized = torch.nn.Sequential(torch.nn.Linear(4, 4), bnb.nn.Linear8bitLt(4, 4))
+    assert not is_dense(quantized)

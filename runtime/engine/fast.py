@@ -65,6 +65,13 @@ class _Row:
         return self.length + len(self.ids) - 1
 
 
+def is_dense(llm) -> bool:
+    """Every linear layer a plain `nn.Linear` with a plain weight: no quantized layer class
+    (bitsandbytes, GPTQModel) and no quantized tensor subclass (torchao's float8)."""
+    return all(type(m) is torch.nn.Linear and type(m.weight) is torch.nn.Parameter
+               for m in llm.modules() if "Linear" in type(m).__name__)
+
+
 def _buckets(slots: int) -> list[int]:
     out, n = [], 1
     while n < slots:
@@ -82,7 +89,7 @@ class FastDecoder:
         param = next(llm.parameters())
         self.device = param.device
         self.dtype = llm.get_input_embeddings().weight.dtype
-        dense = all(type(m).__module__.startswith("torch.") for m in llm.modules() if not list(m.children()))
+        dense = is_dense(llm)
         self.compiled = (self.device.type == "cuda" and dense) if compile is None else compile
         if compile is None and self.device.type == "cuda" and not dense and not quiet:
             print("engine: this backbone's quantized layers do not compile; decoding eagerly", file=sys.stderr)
