@@ -196,12 +196,22 @@ def anchor_rows() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.projection [DIR]`: the projection of a bench run (DIR/results.json), or, without
     DIR, of the H200 anchors (the README's table)."""
+    import argparse
     import json
     import sys
     from pathlib import Path
 
-    args = argv if argv is not None else sys.argv[1:]
-    rows = projection_rows(json.loads((Path(args[0]) / "results.json").read_text())) if args else anchor_rows()
+    p = argparse.ArgumentParser(prog="python -m bench.projection", description=main.__doc__.splitlines()[0])
+    p.add_argument("run", nargs="?", help="folder of a python -m bench run (its results.json); default: the H200 anchors")
+    args = p.parse_args(argv)
+    if args.run:
+        results = Path(args.run) / "results.json"
+        if not results.is_file():
+            print(f"error: {results}: no such file; pass the folder of a python -m bench run", file=sys.stderr)
+            return 1
+        rows = projection_rows(json.loads(results.read_text()))
+    else:
+        rows = anchor_rows()
     print("\n".join(rows) if rows else "no GPU run of a known card in this results.json: nothing to project")
     return 0
 
