@@ -165,3 +165,16 @@ def test_only_plain_linear_layers_count_as_dense(demo):
     assert is_dense(demo.llm)
     quantized = torch.nn.Sequential(torch.nn.Linear(4, 4), bnb.nn.Linear8bitLt(4, 4))
     assert not is_dense(quantized)
+
+
+@pytest.mark.parametrize("method", ["bnb-nf4", "gptq-int4"])
+def test_quantized_backbones_same_text_with_both_engines(method, tmp_path):
+    """The fast engine runs quantized layers through their own kernels: same verdict text as the reference."""
+    from quantize.__main__ import main as quantize
+
+    extra = ["--calibration-samples", "16"] if method.startswith("gptq") else []
+    assert quantize(["--model", str(DEMO_MODEL), "--method", method, "--output", str(tmp_path / method), *extra]) == 0
+    pairs = demo_pairs(8, 1000, "evaluation")
+    texts = {engine: [v.raw_text for v in Scorer.from_pretrained(tmp_path / method, engine=engine).score_many(
+        pairs, batch_size=4, quiet=True)] for engine in ("fast", "reference")}
+    assert texts["fast"] == texts["reference"] and all(texts["fast"])
