@@ -16,16 +16,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def best_seconds(fn, device: str, repeats: int) -> float:
+def timed(fn, device: str, repeats: int) -> list[float]:
+    """ms of each of `repeats` calls of fn, after one warm-up, the device synchronized around each."""
     fn()
     sync(device)
-    times = []
+    out = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        out.append(1000 * (time.perf_counter() - start))
+    return out
+
+
+def best_seconds(fn, device: str, repeats: int) -> float:
+    return min(timed(fn, device, repeats)) / 1000
 
 
 def measure(device: str, repeats: int = 5) -> dict:

@@ -15,27 +15,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
 
-from bench.ceilings import sync
+from bench.ceilings import timed
 from bench.synthetic.checkpoints import SHAPES, configs
 from runtime.model.checkpoint import DTYPES
 from runtime.model.vision import VisionEncoder
-
-
-def timed(fn, device: str, repeats: int) -> list[float]:
-    """ms of each of `repeats` calls of fn, after one warm-up."""
-    fn()
-    sync(device)
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(1000 * (time.perf_counter() - start))
-    return out
 
 
 def onnx_cuda_note() -> str | None:

@@ -8,6 +8,7 @@ checked file is the one read (no race between a check and the open).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -105,3 +106,15 @@ def read_text(path: Path, what: str) -> str:
             return f.read().decode("utf-8")
         except UnicodeDecodeError as e:
             raise InputError(f"{what}: not valid UTF-8 (byte {e.start}); restore the file") from None
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """A regular file holding one JSON object, or a one-line InputError ending with `fix` (what to do)."""
+    text = read_text(path, str(path))
+    try:
+        d = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{path}: not a readable JSON file ({' '.join(str(e).split())[:200]}); {fix}") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: holds a JSON {type(d).__name__}, not an object; {fix}")
+    return d

@@ -3,7 +3,6 @@ checksum first, then the manifest's backbone method and vision format say how ea
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from transformers import Qwen2Config, SiglipVisionConfig
 from transformers.utils import logging as hf_logging
 
 from runtime.errors import InputError
-from runtime.files import read_text
+from runtime.files import read_json_object
 from runtime.formats import method
 from runtime.formats.manifest import Manifest, Vision, read_manifest, verify
 from runtime.model.checkpoint import load_tokenizer
@@ -27,16 +26,7 @@ DENSE_METHODS = ("bf16", "fp16")  # backbones whose attention and MLP matrices k
 
 def read_config(path: Path) -> dict:
     """A folder's config.json as a dict, or a one-line InputError."""
-    try:
-        d = json.loads(read_text(path, str(path)))
-    except (ValueError, RecursionError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(f"{path}: not a readable JSON file ({' '.join(str(e).split())[:200]}); "
-                         "re-create the bundle with python -m quantize") from None
-    if not isinstance(d, dict):
-        raise InputError(f"{path}: not a JSON object; re-create the bundle with python -m quantize")
-    return d
+    return read_json_object(path, "re-create the bundle with python -m quantize")
 
 
 def check_backbone(folder: Path, method_name: str) -> dict:

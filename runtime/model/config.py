@@ -13,14 +13,13 @@ so400m-patch14-384 values are used and later checked against the weights' shapes
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import Qwen2Config, SiglipVisionConfig
 
 from runtime.errors import InputError
-from runtime.files import read_text
+from runtime.files import read_json_object
 from runtime.image import ImageSpec
 from runtime.model.sizes import check_llm_values, check_vision_values
 
@@ -88,16 +87,7 @@ class AITQEConfig:
 
 
 def _read_json(path: Path) -> dict:
-    """A JSON object from a regular file, or a one-line InputError."""
-    text = read_text(path, str(path))
-    try:
-        d = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise InputError(f"{path}: not a readable JSON file ({' '.join(str(e).split())[:200]}); "
-                         "restore it from the checkpoint") from None
-    if not isinstance(d, dict):
-        raise InputError(f"{path}: holds a JSON {type(d).__name__}, not an object; restore it from the checkpoint")
-    return d
+    return read_json_object(path, "restore it from the checkpoint")
 
 
 def _llm_config(raw: dict, path: Path) -> Qwen2Config:
