@@ -212,29 +212,24 @@ class Scorer:
         def rows() -> Iterator[tuple[int, torch.Tensor, int]]:
             index = 0
             while chunk := list(islice(stream, batch_size)):
-                ready = []
-                for pair, r in chunk:
-                    v = Verdict(id=pair.id, model=self.model_id, note=self.note)
-                    if isinstance(r, InputError):
-                        v.error, done[index] = str(r), v
-                    else:
-                        ready.append((index, v, r))
-                    index += 1
+                verdicts, ready = self._verdicts(chunk)
+                done.update((index + k, v) for k, v in enumerate(verdicts) if v.error)
                 if ready:
                     start = time.perf_counter()
                     embeds = self.encode([r for _, _, r in ready])
                     self._sync()
                     seconds = time.perf_counter() - start
-                    for (i, v, r), e in zip(ready, embeds):
-                        flight[i] = (v, r, seconds)
-                        yield i, e, r.budget
+                    for (k, v, r), e in zip(ready, embeds):
+                        flight[index + k] = (v, r, seconds)
+                        yield index + k, e, r.budget
+                index += len(chunk)
 
         stop = StopRule(self.eos.ids, None if output_all else OVERALL_MARK)
         turn = 0
         with torch.inference_mode():
             for i, f in self.decoder.stream(rows(), stop):
                 v, prep, encode_seconds = flight.pop(i)
-                self._fill(v, prep, f.text, f.ids, f.expected, output_all)
+                self._fill(v, prep, f.text, f.expected, output_all)
                 v.timings = {"batch_size": self.decoder.slots, "encode_ms": round(1000 * encode_seconds, 2),
                              "prefill_ms": round(1000 * f.prefill_seconds, 2),
                              "decode_ms": round(1000 * f.seconds, 2), "new_tokens": len(f.ids)}
@@ -246,7 +241,19 @@ class Scorer:
             yield done.pop(turn)
             turn += 1
 
-    def _fill(self, v: Verdict, prep: Prepared, text: str, ids: list[int], expected: dict[str, float] | None,
+    def _verdicts(self, chunk: list[tuple[Pair, Prepared | InputError]]
+                  ) -> tuple[list[Verdict], list[tuple[int, Verdict, Prepared]]]:
+        """A verdict per pair, refused ones with their error; and (position, verdict, prepared) of the rest."""
+        verdicts = [Verdict(id=p.id, model=self.model_id, note=self.note) for p, _ in chunk]
+        ready = []
+        for k, (v, (_, r)) in enumerate(zip(verdicts, chunk)):
+            if isinstance(r, InputError):
+                v.error = str(r)
+            else:
+                ready.append((k, v, r))
+        return verdicts, ready
+
+    def _fill(self, v: Verdict, prep: Prepared, text: str, expected: dict[str, float] | None,
               output_all: bool) -> None:
         """A verdict's fields from its row's decoded text and expected scores."""
         parsed = self.parse(text, output_all)
@@ -260,28 +267,22 @@ class Scorer:
 
     def _score_prepared(self, chunk: list[tuple[Pair, Prepared | InputError]], output_all: bool,
                         max_new_tokens: int, prepare_seconds: float) -> list[Verdict]:
-        verdicts = [Verdict(id=p.id, model=self.model_id, note=self.note) for p, _ in chunk]
-        ready = []
-        for v, (_, r) in zip(verdicts, chunk):
-            if isinstance(r, InputError):
-                v.error = str(r)
-            else:
-                ready.append((v, r))
+        verdicts, ready = self._verdicts(chunk)
         if not ready:
             return verdicts
         encode_start = time.perf_counter()
-        rows = self.encode([r for _, r in ready])
+        rows = self.encode([r for _, _, r in ready])
         self._sync()  # the vision tower's time counts here, not in the prefill
         decode_start = time.perf_counter()
         decoded = self.decode(rows, output_all=output_all, max_new_tokens=max_new_tokens,
-                              budgets=[r.budget for _, r in ready])
+                              budgets=[r.budget for _, _, r in ready])
         timings = {"batch_size": len(ready), "prepare_ms": round(1000 * prepare_seconds, 2),
                    "encode_ms": round(1000 * (decode_start - encode_start), 2),
                    "prefill_ms": round(1000 * decoded.prefill_seconds, 2),
                    "decode_ms": round(1000 * decoded.seconds, 2), "decode_steps": decoded.steps}
         expected = decoded.expected or [None] * len(ready)
-        for (v, prep), text, ids, e in zip(ready, decoded.texts, decoded.ids, expected):
-            self._fill(v, prep, text, ids, e, output_all)
+        for (_, v, prep), text, ids, e in zip(ready, decoded.texts, decoded.ids, expected):
+            self._fill(v, prep, text, e, output_all)
             v.timings = {**timings, "new_tokens": len(ids)}
         return verdicts
 
