@@ -18,6 +18,11 @@
 # 4. one summary (python -m bench.device_summary): table, the checks, consumer-GPU projection;
 #    JSON in $OUT (summary.json, env.json, tower.json, bench-*/results.json, bench-demo/results.json).
 set -uo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "error: bench/device_check.sh takes no arguments (settings are environment variables); see --help" >&2; exit 2 ;;
+esac
 OUT=${OUT:-/tmp/aitqe-device-check}
 SHAPE=${SHAPE:-full}
 DEVICE=${DEVICE:-cuda}

@@ -8,6 +8,7 @@ the consumer-GPU projection when the card is one bench.projection knows.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -99,11 +100,12 @@ def tower_lines(t: dict | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        print("usage: python -m bench.device_summary OUT", file=sys.stderr)
-        return 2
-    out = Path(args[0])
+    p = argparse.ArgumentParser(prog="python -m bench.device_summary", description=__doc__.splitlines()[0])
+    p.add_argument("out", metavar="OUT", help="the result folder of a bench/device_check.sh run")
+    out = Path(p.parse_args(argv).out)
+    if not out.is_dir():
+        print(f"error: {out}: no such folder; pass the OUT folder of a bench/device_check.sh run", file=sys.stderr)
+        return 1
     env = load(out / "env.json") or {}
     r = next((x for x in map(load, sorted(out.glob("bench-*/results.json"))) if x and x.get("mode") == "synthetic"), None)
     rows = method_rows(r) if r else {}

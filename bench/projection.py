@@ -153,20 +153,30 @@ def projection_rows(r: dict) -> list[str]:
     return rows
 
 
-# Measured anchors on one H200 (docs: /work/shared/design/architecture.md, 2026-11-27, random weights of
+# Measured anchors on one H200 (the README's "Which method for which card"; 2026-11-27, random weights of
 # AITQE's shapes, 729 image + 42 prompt tokens, 64 new tokens): (prefill ms, decode ms/step) at batch 1.
 # SigLIP tower 16.2 ms per image at batch 1; bf16 peak 14.4 GiB at batch 1.
 H200_ANCHORS = {"bf16, eager": (38.6, 19.9), "bf16, compiled decode": (38.6, 6.2), "bnb-nf4, eager": (40.3, 30.9)}
-QWEN2_7B = dict(layers=28, q_dim=3584, kv_dim=512, hidden=3584, vocab=152064, linear=6_525_288_448,
-                linear_flops_per_token=13_050_576_896)
 TOWER_GIB, WORKSPACE_GIB = 0.8, 0.5  # so400m tower in bf16; activations and KV at batch 1
 BITS = {"bf16": 16.0, "gptq-int8": 8.16, "gptq-int4": 4.16, "fp8": 8.0, "bnb-nf4": 4.127}  # per Linear weight
+
+
+def qwen2_sizes(cfg: dict) -> dict:
+    """What the projection needs of a Qwen2 config (`runtime.model.config.QWEN2_7B`): decoder Linear
+    weights (q, k, v, o and the three MLP matrices per layer) and their FLOPs per token."""
+    hidden, layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    kv_dim = cfg["num_key_value_heads"] * hidden // cfg["num_attention_heads"]
+    linear = layers * (2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * cfg["intermediate_size"])
+    return dict(layers=layers, q_dim=hidden, kv_dim=kv_dim, hidden=hidden, vocab=cfg["vocab_size"],
+                linear=linear, linear_flops_per_token=2 * linear)
 
 
 def anchor_rows() -> list[str]:
     """The README's projection: the H200 anchors' fractions of peak on the consumer cards; gptq and fp8
     rows assume the compiled bf16 run's fractions (no run has measured them)."""
-    m, card = QWEN2_7B, MEASURED["H200"]
+    from runtime.model.config import QWEN2_7B
+
+    m, card = qwen2_sizes(QWEN2_7B), MEASURED["H200"]
     rows = ["| method | " + " | ".join(f"{n} ms/pair (pairs/s)" for n in CARDS) + " | fits "
             + " / ".join(str(c) for c in CAPS_GIB) + " GiB (estimate) |", "|" + "---|" * (len(CARDS) + 2)]
     cases = [(name, name.split(",")[0], H200_ANCHORS[name]) for name in H200_ANCHORS]

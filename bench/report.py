@@ -265,15 +265,18 @@ def write(r: dict, out: Path, caps: tuple[int, ...], plots: bool = True) -> list
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.report DIR`: rewrite DIR/report.md and the plots from DIR/results.json."""
+    import argparse
     import sys
 
+    p = argparse.ArgumentParser(prog="python -m bench.report", description="Rewrite a benchmark's report.md "
+                                "and plots from its results.json.")
+    p.add_argument("dir", metavar="DIR", help="the --output folder of a python -m bench run")
+    out = Path(p.parse_args(argv).dir)
+    if not (out / "results.json").is_file():
+        print(f"error: {out}: no results.json; pass the --output folder of a python -m bench run", file=sys.stderr)
+        return 1
     from bench.cost import CAPS_GIB
 
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1 or not (Path(args[0]) / "results.json").is_file():
-        print("usage: python -m bench.report DIR   (DIR holds the results.json of a python -m bench run)", file=sys.stderr)
-        return 2
-    out = Path(args[0])
     r = json.loads((out / "results.json").read_text())
     r.setdefault("variants", [])
     print(", ".join(write(r, out, CAPS_GIB, plots=any(v.get("cost") for v in r["variants"]))))

@@ -75,3 +75,14 @@ def test_anchor_projection_reduces_to_peak_ratios():
     assert f"{expected:.0f} ({1000 / expected:.2f})" in row.split("|")[4]  # the RTX 5090 column
     fp8 = next(r for r in anchor_rows() if r.startswith("| fp8"))
     assert "cannot run" in fp8.split("|")[2]
+
+
+def test_qwen2_7b_sizes_by_hand():
+    """Qwen2-7B: per layer q and o 3584x3584, k and v 3584x512, three MLP matrices 3584x18944."""
+    from bench.projection import qwen2_sizes
+    from runtime.model.config import QWEN2_7B
+
+    per_layer = 2 * 3584 * 3584 + 2 * 3584 * 512 + 3 * 3584 * 18944
+    m = qwen2_sizes(QWEN2_7B)
+    assert m["linear"] == 28 * per_layer == 6_525_288_448  # the README's "6.53 B decoder Linear weights"
+    assert (m["kv_dim"], m["linear_flops_per_token"]) == (512, 2 * m["linear"])

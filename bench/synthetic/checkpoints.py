@@ -14,7 +14,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, Sigl
 
 from runtime.demo.train.tokenizer import train_tokenizer
 from runtime.image import ImageSpec
-from runtime.model.config import SO400M_VISION
+from runtime.model.config import QWEN2_7B as _QWEN2_7B, SO400M_VISION
 from runtime.model.writer import aitqe_config, save_checkpoint
 from runtime.prompt import PROMPT
 
@@ -51,8 +51,10 @@ class FixtureSpec:
     init_std: float = 0.2         # larger than HF's 0.02 so random logits are peaked, not ties
 
 
-QWEN2_7B = dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab_pad=152064,
-                max_positions=32768, init_std=0.02)
+QWEN2_7B = dict(hidden=_QWEN2_7B["hidden_size"], layers=_QWEN2_7B["num_hidden_layers"],
+                heads=_QWEN2_7B["num_attention_heads"], kv_heads=_QWEN2_7B["num_key_value_heads"],
+                intermediate=_QWEN2_7B["intermediate_size"], vocab_pad=_QWEN2_7B["vocab_size"],
+                max_positions=_QWEN2_7B["max_position_embeddings"], init_std=0.02)
 SO400M_384 = dict(vision_hidden=SO400M_VISION["hidden_size"], vision_layers=SO400M_VISION["num_hidden_layers"],
                   vision_heads=SO400M_VISION["num_attention_heads"], vision_intermediate=SO400M_VISION["intermediate_size"],
                   image_size=SO400M_VISION["image_size"], patch_size=SO400M_VISION["patch_size"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +21,9 @@ EXAMPLES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    out = Path((argv if argv is not None else sys.argv[1:] or ["examples"])[0])
+    p = argparse.ArgumentParser(prog="python -m runtime.demo.examples", description=__doc__.splitlines()[0])
+    p.add_argument("folder", nargs="?", default="examples", help="where to write the PNGs (default: examples)")
+    out = Path(p.parse_args(argv).folder)
     out.mkdir(parents=True, exist_ok=True)
     for name, scene in EXAMPLES.items():
         render(scene).save(out / f"{name}.png")

@@ -55,6 +55,11 @@ LEGACY_GENERATION_DEFAULTS = {
     "forced_eos_token_id": None, "remove_invalid_values": False, "exponential_decay_length_penalty": None,
     "suppress_tokens": None, "begin_suppress_tokens": None,
 }
+# AITQE's backbone, Qwen2-7B (its config.json), for benchmarks of the real shapes.
+QWEN2_7B = {
+    "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+    "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
+}
 SO400M_VISION = {
     "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
     "num_attention_heads": 16, "image_size": 384, "patch_size": 14,
