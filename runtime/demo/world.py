@@ -39,6 +39,9 @@ Explanation, then "<name> Score" (int) and "<name> Explanation" for each of ASPE
 are short templates: Image-Text Matching names the change of a wrong_* kind ("circle is red, not
 blue.", "2 objects, not 3.", "text is SALE, not OPEN."), Object Detail counts the objects named
 right ("2 of 3 objects right."). `verdict_text` is AITQE's output format.
+
+Longer than the project's other modules on purpose: it is one specification (the tables above, the
+drawing, the captions and the verdicts) on which the shipped demo checkpoint was trained, read as one.
 """
 from __future__ import annotations
 
