@@ -86,6 +86,7 @@ class Scorer:
     compile: bool | None = None  # compile the decode step: None = where the engine may (the fast engine: on CUDA)
     compilable: bool | None = None  # the backbone's own answer to "may it compile"; None: the engine judges
     decoder: Decoder | None = None
+    scores: Scores | None = field(init=False, default=None)  # what decoders observe: AITQE's scores
 
     def __post_init__(self):
         if self.engine not in engine.names():
@@ -94,7 +95,7 @@ class Scorer:
             self.decoder = engine.build(self.engine, Backbone(self.llm, self.tokenizer, self.pad_token_id,
                                                               self.slots, self.compile, self.compilable))
         self.engine = self.decoder.name
-        self.scores = Scores.of(self.tokenizer)  # None: no one-token digits, no expected scores
+        self.scores = Scores.of(self.tokenizer)  # None without one-token digits: no expected scores
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
