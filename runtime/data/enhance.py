@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from runtime.data import parquet_table, webdataset_tar
-from runtime.data.atomic import atomic_path, remove_stale_temporaries
+from runtime.atomic import atomic_path, remove_stale_temporaries
 from runtime.data.records import Shard
 
 UID = re.compile(r"^[0-9a-fA-F]{32}$")

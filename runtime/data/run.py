@@ -17,7 +17,7 @@ from pathlib import Path
 
 from runtime.data import enhance, parquet_table, verdicts, webdataset_tar
 from runtime.data.stream import score_shards
-from runtime.data.atomic import remove_stale_temporaries
+from runtime.atomic import remove_stale_temporaries
 from runtime.data.records import OUTPUT_SUFFIX, Record, Shard, ShardError
 
 

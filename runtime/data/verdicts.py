@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from runtime.data.atomic import atomic_path
+from runtime.atomic import atomic_path
 from runtime.data.records import Record
 
 
