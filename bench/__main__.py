@@ -40,6 +40,7 @@ except ImportError as e:  # scipy, rouge-score, matplotlib
     sys.exit(f"error: python -m bench needs {e.name}; install it with: pip install -e '.[bench]'")
 from bench.cost import CAPS_GIB
 from quantize.bundle import bundle_bytes, versions
+from runtime.atomic import write_text
 from runtime.errors import InputError
 from runtime.formats.manifest import read_manifest
 from runtime.model.config import load_config
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(r, indent=2, default=str))
+        write_text(out / "results.json", json.dumps(r, indent=2, default=str))
         print(f"interrupted; what was measured is in {out / 'results.json'}", file=sys.stderr)
         return 130
     print("\n".join(report.main_table(r) + [""] + report.engine_table(r)))
