@@ -4,8 +4,8 @@ method's synthetic variant, the GPTQ one held to the folder GPTQModel itself wri
 from __future__ import annotations
 
 import dataclasses
-import re
 import json
+import re
 
 import pytest
 from safetensors import safe_open
