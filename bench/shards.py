@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from runtime.atomic import write_text
 from runtime.data.records import find_shards
 from runtime.data.run import RunOptions, read_records
 from runtime.data.stream import score_shards
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {size} | {workers} | {row['steady_pairs_per_s']:.1f} | {min(steady):.1f}-{max(steady):.1f} | "
                   f"{row['whole_pass_pairs_per_s']:.1f} | {row['pairs']} | {row['errors']} |", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_text(Path(args.json), json.dumps(results, indent=2))
     return 0
 
 
