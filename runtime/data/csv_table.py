@@ -15,7 +15,7 @@ from pathlib import Path
 
 from runtime.data.formats import Format, register
 from runtime.data.jsonl import encodable
-from runtime.data.records import Record
+from runtime.data.records import Record, keyed_by_id
 from runtime.errors import InputError
 
 FIELDS = ("id", "image", "caption")
@@ -49,8 +49,7 @@ def read_csv(path: str | Path) -> Iterator[Record]:
                 image = Path(values["image"]).expanduser()
                 rec.image = str(image if image.is_absolute() else path.parent / image)
                 rec.caption = values["caption"]
-            rec.key = str(rec.id) if rec.id is not None and rec.error is None else f"row {n}"
-            yield rec
+            yield keyed_by_id(rec, f"row {n}")
 
 
 FORMAT = register(Format("csv", "pairs CSV", lambda shard, opts: read_csv(shard.path), (".csv",), pairs=True))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from runtime.data.formats import Format, register
-from runtime.data.records import Record
+from runtime.data.records import Record, keyed_by_id
 from runtime.files import open_regular, show
 
 MAX_LINE_BYTES = 16 << 20  # a longer pairs line is an error record (the line is skipped, not held)
@@ -100,8 +100,7 @@ def read_jsonl(path: str | Path) -> Iterator[Record]:
                     rec.error = f"line {n}: duplicate id {rec.id!r} (first on line {seen[rec.id]}); ids must be unique"
                 else:
                     seen[rec.id] = n
-            rec.key = str(rec.id) if rec.id is not None and rec.error is None else f"line {n}"
-            yield rec
+            yield keyed_by_id(rec, f"line {n}")
 
 
 FORMAT = register(Format("jsonl", "pairs JSONL", lambda shard, opts: read_jsonl(shard.path), (".jsonl",), pairs=True))

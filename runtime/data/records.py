@@ -47,6 +47,12 @@ def keyed(key: str, source: str, **fields) -> Record:
     return Record(key=key, id=key, source=source, **fields)
 
 
+def keyed_by_id(rec: Record, where: str) -> Record:
+    """A pairs file's record keyed by its id, or by `where` (`line 3`) when it has no usable one."""
+    rec.key = str(rec.id) if rec.id is not None and rec.error is None else where
+    return rec
+
+
 @dataclass(frozen=True)
 class Shard:
     path: Path

@@ -1,8 +1,10 @@
-"""`python -m runtime.score --input SHARDS --output DIR ...`: the shard runner behind the CLI.
+"""`python -m runtime.score --input SHARDS --output DIR ...`: the dataset flags, the batch options, and
+where a shard run goes.
 
-SHARDS is a folder, a brace pattern, a comma list or one `.tar`/`.parquet`; DIR gets one
-`SHARD.aitqe.parquet` per shard. Runs here on this process's share of the shards
-(`--shard-index i --num-shards n`, one process per GPU) or on Ray (`--ray`).
+SHARDS is a folder, a brace pattern, a comma list or one shard file of a registered format
+(`runtime.data.formats`); DIR gets one `SHARD.aitqe.parquet` per shard. Runs here on this process's
+share of the shards (`--shard-index i --num-shards n`, one process per GPU, through
+`runtime.data.run.run_batch`) or on Ray (`--ray`).
 """
 
 from __future__ import annotations
