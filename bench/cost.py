@@ -32,7 +32,7 @@ import torch
 from bench.ceilings import sync
 from bench.weights import backbone_shape, linear_flops_per_token, linear_kernels, weight_bytes
 from runtime.errors import InputError
-from runtime.pairs import read_pairs
+from runtime.data.jsonl import read_jsonl
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer
 
 CAPS_GIB = (24, 16, 12, 8)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     try:
-        pairs = [Pair(r.image, r.caption, r.id) for r in read_pairs(args.pairs) if r.error is None]
+        pairs = [Pair(r.image, r.caption, r.id) for r in read_jsonl(args.pairs) if r.error is None]
         if not pairs:
             raise InputError(f"--pairs {args.pairs}: no usable pairs")
         base = proc_status("VmRSS")

@@ -28,6 +28,12 @@ class ScorerSpec:
                                       engine=self.engine, slots=self.slots, compile=self.compile)
 
 
+def spec_of(args, model: Path, batch: bool = True) -> ScorerSpec:
+    """The scorer `python -m runtime.score`'s arguments ask for (`--compile auto`: compile in batch mode only)."""
+    return ScorerSpec(str(model), args.device, args.dtype, args.trust_remote_code, args.vision_backend, args.engine,
+                      args.batch_size, {"auto": None if batch else False, "on": True, "off": False}[args.compile])
+
+
 def model_fingerprint(model: str | Path) -> str:
     """sha256 of a bundle's manifest (which holds every file's checksum), or of a checkpoint's
     config and weights (`runtime.model.checkpoint.fingerprint`)."""
