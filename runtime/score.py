@@ -21,6 +21,7 @@ from runtime.data.jsonl_output import JsonlOutput
 from runtime.data.records import is_shard_input
 from runtime.data.run import run_batch
 from runtime.demo import DEMO_MODEL
+from runtime.model.locate import kind_of, locate
 from runtime.errors import InputError
 from runtime.files import check_regular
 from runtime.launch.cli import add_arguments as add_dataset_arguments, options, refuse_dataset_flags, run_dataset
@@ -29,17 +30,14 @@ from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Scorer
 
 
 def default_model() -> Path:
-    if not (DEMO_MODEL / "config.json").is_file():
+    if kind_of(DEMO_MODEL) != "checkpoint":
         raise InputError(f"no --model given and the built-in demo model is missing ({DEMO_MODEL}); "
                          "reinstall, or pass --model with an AITQE checkpoint folder")
     return DEMO_MODEL
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    path = Path(args.model) if args.model else default_model()
-    if not path.is_dir():
-        raise InputError(f"--model {path}: not a folder; pass an AITQE checkpoint folder")
-    return path
+    return locate(args.model).root if args.model else default_model()
 
 
 def load_scorer(args: argparse.Namespace) -> Scorer:

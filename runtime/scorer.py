@@ -24,11 +24,12 @@ from tqdm import tqdm
 from runtime import engine
 from runtime.engine import Backbone, Decoded, Decoder, StopRule
 from runtime.errors import InputError
+from runtime.formats import method
 from runtime.formats.bundle import load_bundle
-from runtime.formats.manifest import is_bundle
 from runtime.image import ImageSpec
 from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.model.config import Eos
+from runtime.model.locate import kind_of
 from runtime.parse import OVERALL_MARK, parse_output, to_dict
 from runtime.pipeline import Pair, Prepared, Preparer, prepared
 from runtime.scores import Scores
@@ -84,7 +85,7 @@ class Scorer:
     engine: str = "fast"  # a name registered in runtime.engine: which decoder to build when `decoder` is not given
     slots: int = 8  # rows decoded together
     compile: bool | None = None  # compile the decode step: None = where the engine may (the fast engine: on CUDA)
-    compilable: bool | None = None  # the backbone's own answer to "may it compile"; None: the engine judges
+    compilable: bool = False  # the backbone's own answer to "may it compile" (its method's; a checkpoint's: yes)
     decoder: Decoder | None = None
     scores: Scores | None = field(init=False, default=None)  # what decoders observe: AITQE's scores
 
@@ -116,14 +117,15 @@ class Scorer:
         dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-        if is_bundle(path):
+        if kind_of(path) == "bundle":
             b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                             vision_backend=vision_backend)
             m = b.manifest
             return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=m.image,
                        image_tokens=m.image_tokens, eos=m.eos, pad_token_id=m.pad_token_id,
                        model_id=Path(path).resolve().name, max_positions=b.llm.config.max_position_embeddings,
-                       device=device, note=m.note, engine=engine, slots=slots, compile=compile)
+                       device=device, note=m.note, engine=engine, slots=slots, compile=compile,
+                       compilable=method(m.backbone.method).compiles)
         if vision_backend not in (None, "torch"):
             raise InputError(f"--vision-backend {vision_backend}: {path} is a checkpoint, whose vision tower runs in "
                              f"PyTorch; make a bundle first: python -m quantize --model {path} --method bf16 "
@@ -139,7 +141,7 @@ class Scorer:
         return cls(llm=ck.llm, vision=ck.vision, tokenizer=ck.tokenizer, image_spec=cfg.image,
                    image_tokens=cfg.image_tokens, eos=cfg.eos, pad_token_id=cfg.pad_token_id,
                    model_id=cfg.root.resolve().name, max_positions=cfg.llm.max_position_embeddings, device=device,
-                   note=cfg.note, engine=engine, slots=slots, compile=compile)
+                   note=cfg.note, engine=engine, slots=slots, compile=compile, compilable=True)
 
     def score(self, image: str | Path | Image.Image, caption: str, *, output_all: bool = False,
               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Verdict:

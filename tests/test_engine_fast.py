@@ -156,15 +156,17 @@ def test_verdicts_carry_expected_scores(demo):
     assert v.overall_score is not None and abs(v.overall_expected - v.overall_score) < 10
 
 
-def test_only_plain_linear_layers_count_as_dense(demo):
-    """What `--compile auto` compiles on CUDA: a 16-bit backbone, not a quantized one."""
-    import bitsandbytes as bnb
+def test_only_16_bit_backbones_may_compile(demo, tmp_path):
+    """What `--compile auto` compiles on CUDA: a 16-bit backbone, not a quantized one; each method says so."""
+    from quantize.__main__ import main as quantize
+    from runtime.formats import METHODS, method
+    from runtime.scorer import Scorer
 
-    from runtime.engine.fast import is_dense
-
-    assert is_dense(demo.llm)
-    quantized = torch.nn.Sequential(torch.nn.Linear(4, 4), bnb.nn.Linear8bitLt(4, 4))
-    assert not is_dense(quantized)
+    assert {name for name in METHODS if method(name).compiles} == {"bf16", "fp16"}
+    assert demo.compilable
+    assert quantize(["--model", str(DEMO_MODEL), "--method", "bnb-nf4", "--vision", "torch",
+                     "--output", str(tmp_path / "nf4")]) == 0
+    assert not Scorer.from_pretrained(tmp_path / "nf4", device="cpu").compilable
 
 
 @pytest.mark.parametrize("method", ["bnb-nf4", "gptq-int4"])

@@ -157,7 +157,7 @@ class Backbone:
     pad_token_id: int
     slots: int = 8
     compile: bool | None = None     # None: the engine decides (compile where it may)
-    compilable: bool | None = None  # the backbone's own answer to "may this compile"; None: unknown
+    compilable: bool = False        # the backbone's own answer to "may this compile" (its method's)
 
 
 class Unsupported(Exception):

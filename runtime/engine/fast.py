@@ -53,14 +53,6 @@ class _Row:
         return self.length + len(self.ids) - 1
 
 
-def is_dense(llm) -> bool:
-    """Every linear layer a plain `nn.Linear` with a plain weight: no quantized layer class
-    (bitsandbytes, GPTQModel) and no quantized tensor subclass (torchao's float8). Whether a backbone
-    may compile, when its method does not say (`compilable` None)."""
-    return all(type(m) is torch.nn.Linear and type(m.weight) is torch.nn.Parameter
-               for m in llm.modules() if "Linear" in type(m).__name__)
-
-
 def _buckets(slots: int) -> list[int]:
     out, n = [], 1
     while n < slots:
@@ -75,16 +67,15 @@ class FastDecoder:
     name = "fast"
 
     def __init__(self, llm, tokenizer, slots: int = 8, compile: bool | None = None, quiet: bool = False,
-                 compilable: bool | None = None):
+                 compilable: bool = False):
         """compile None: on CUDA when the backbone may compile; compilable: the backbone's own answer
-        (its method's), None to judge by its layers (`is_dense`)."""
+        (its method's: `runtime.formats.Method.compiles`; a checkpoint's 16-bit backbone may)."""
         self.llm, self.tokenizer, self.slots = llm, tokenizer, max(1, slots)
         self.pieces = Pieces(tokenizer)
         self.device = next(llm.parameters()).device
         self.dtype = llm.get_input_embeddings().weight.dtype
-        may = is_dense(llm) if compilable is None else compilable
-        self.compiled = (self.device.type == "cuda" and may) if compile is None else compile
-        if compile is None and self.device.type == "cuda" and not may and not quiet:
+        self.compiled = (self.device.type == "cuda" and compilable) if compile is None else compile
+        if compile is None and self.device.type == "cuda" and not compilable and not quiet:
             print("engine: this backbone's quantized layers do not compile; decoding eagerly", file=sys.stderr)
         self.step: Step | None = None
         self._decide = None

@@ -24,7 +24,7 @@ from runtime.errors import InputError
 from runtime.files import kind, open_regular, read_text, show
 from runtime.image import ImageSpec
 from runtime.model.config import Eos
-from runtime.model.locate import MANIFEST, kind_of
+from runtime.model.locate import MANIFEST
 
 FORMAT = "aitqe-edge-bundle"
 FORMAT_VERSION = 3  # 2: end of generation as the original resolves it; 3: typed, with the calibration record
@@ -144,10 +144,6 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
-
-
-def is_bundle(root: str | Path) -> bool:
-    return kind_of(root) == "bundle"
 
 
 def read_manifest(root: str | Path) -> Manifest:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from runtime.model.locate import MANIFEST, kind_of
+
 
 @dataclass(frozen=True)
 class ScorerSpec:
@@ -38,8 +40,8 @@ def model_fingerprint(model: str | Path) -> str:
     """sha256 of a bundle's manifest (which holds every file's checksum), or of a checkpoint's
     config and weights (`runtime.model.checkpoint.fingerprint`)."""
     root = Path(model)
-    if (root / "manifest.json").is_file():
-        return "sha256:" + hashlib.sha256((root / "manifest.json").read_bytes()).hexdigest()
+    if kind_of(root) == "bundle":
+        return "sha256:" + hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
     from runtime.model.checkpoint import fingerprint
 
     return fingerprint(root)
