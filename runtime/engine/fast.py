@@ -23,6 +23,8 @@ branch sees an intact past.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -62,6 +64,11 @@ class _Row:
         return self.length + len(self.ids) - 1
 
 
+def can_compile() -> bool:
+    """Whether Inductor finds a C compiler (it builds its kernels' launchers with one)."""
+    return any(shutil.which(c) for c in (os.environ.get("CC", ""), "cc", "gcc", "clang") if c)
+
+
 def _buckets(slots: int) -> list[int]:
     out, n = [], 1
     while n < slots:
@@ -89,6 +96,9 @@ class FastDecoder:
         self.compiled = (self.device.type == "cuda" and compilable) if compile is None else compile
         if compile is None and self.device.type == "cuda" and not compilable and not quiet:
             print("engine: this backbone's quantized layers do not compile; decoding eagerly", file=sys.stderr)
+        if compile is None and self.compiled and not can_compile():
+            self.compiled = False
+            print("engine: no C compiler found (Inductor needs one: set CC); decoding eagerly", file=sys.stderr)
         self.step: Step | None = None
         self._decide = None
         self.observed: list[int] | None = None  # the ids whose probabilities each step returns
