@@ -1,5 +1,6 @@
 """Cost of one variant, in a process of its own: `python -m bench.cost --model PATH --pairs PAIRS.jsonl
-[--device cpu|cuda]`; prints one JSON object.
+[--device cpu|cuda] [--partial FILE]`; prints one JSON object. With --partial, what is measured so far is
+also written to FILE (atomically) after loading and after each batch size, so a run cut short keeps it.
 
 It times exactly what `python -m runtime.score` runs, with the engine it is given (--engine):
 `Scorer.score_stream` (batch mode: continuous batching with the fast engine) for pairs/s on a
@@ -26,11 +27,13 @@ import sys
 import threading
 import time
 from itertools import cycle, islice
+from pathlib import Path
 
 import torch
 
 from bench.ceilings import sync
 from bench.weights import backbone_shape, linear_flops_per_token, linear_kernels, weight_bytes
+from runtime.atomic import write_text
 from runtime.errors import InputError
 from runtime.data.jsonl import read_jsonl
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer
@@ -143,7 +146,9 @@ def with_lengths(pairs: list[Pair], lengths: str | None, seed: int = 0) -> list[
 
 
 def measure(scorer: Scorer, pairs: list[Pair], *, batch_sizes: list[int], repeats: int, output_all: bool,
-            max_new_tokens: int, base_rss: int, stream_pairs: list[Pair] | None = None, log=print) -> dict:
+            max_new_tokens: int, base_rss: int, stream_pairs: list[Pair] | None = None, log=print,
+            done=lambda r: None) -> dict:
+    """done(r): called with what is measured so far after each batch size."""
     r = {"batches": {}, "oom_batch": None}
     for b in batch_sizes:
         set_batch(scorer, b)
@@ -170,6 +175,8 @@ def measure(scorer: Scorer, pairs: list[Pair], *, batch_sizes: list[int], repeat
             entry["stream"] = stream_once(scorer, stream_pairs, b, output_all, max_new_tokens)
         entry["peak_bytes"] = peak(scorer.device, base_rss)
         r["batches"][str(b)] = entry
+        r["compiles"] = scorer.decoder.compiles
+        done(r)
         log(f"  batch {b}: {statistics.median(entry['ms_per_pair']):.1f} ms/pair, "
             f"peak {entry['peak_bytes'] / 2**30:.2f} GiB"
             + (f", stream {entry['stream']['pairs_per_s']:.2f} pairs/s" if stream_pairs else ""))
@@ -226,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream-pairs", type=int, default=0,
                    help="also time score_stream (batch mode's path) on this many pairs per batch size: pairs/s")
     p.add_argument("--lengths", help="uniform:LO:HI token budgets for the streamed pairs (random weights)")
+    p.add_argument("--partial", help="write what is measured so far to this JSON file as it goes")
     args = p.parse_args(argv)
     batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
 
@@ -256,13 +264,20 @@ def main(argv: list[str] | None = None) -> int:
         r["backbone_shape"] = backbone_shape(llm.config)
         prompts = [len(scorer.prepare(q, args.max_new_tokens).ids) for q in pairs[:max(batch_sizes)]]
         r["prompt_tokens_mean"], r["prompt_tokens_first"] = statistics.mean(prompts), prompts[0]
+
+        def partial(measured: dict) -> None:
+            if args.partial:
+                write_text(Path(args.partial), json.dumps(r | measured | {"partial": True}))
+        partial({})
         r |= measure(scorer, pairs, batch_sizes=batch_sizes, repeats=args.repeats, output_all=args.output_all,
-                     max_new_tokens=args.max_new_tokens, base_rss=base, stream_pairs=stream, log=log)
+                     max_new_tokens=args.max_new_tokens, base_rss=base, stream_pairs=stream, log=log, done=partial)
         if args.device.startswith("cuda") and not args.no_fit:
             r["fit"] = capped_fit(scorer, pairs, [int(b) for b in r["batches"]], args.output_all, args.max_new_tokens)
     except (InputError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.partial:
+        write_text(Path(args.partial), json.dumps(r))
     print(json.dumps(r))
     return 0
 

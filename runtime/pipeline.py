@@ -3,7 +3,7 @@
 `prepared(preparer, pairs, workers)` yields each pair with its `Prepared` (or the `InputError` that
 refused it) in input order. With workers > 0 the work runs in that many processes (spawned, so
 the model's threads and CUDA context are never forked), a bounded window ahead of the consumer:
-at most `workers * AHEAD` pairs are in flight, so a stream of millions of pairs, or of image bytes
+at most `workers * AHEAD` pairs (or the caller's window) are in flight, so a stream of millions of pairs, or of image bytes
 from shards, never piles up in memory. The standard library's process pool is enough here: the
 work is one pure function per pair, and order is kept by waiting on futures in submission order.
 """
@@ -11,6 +11,8 @@ work is one pure function per pair, and order is kept by waiting on futures in s
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -86,25 +88,64 @@ def _prepare_in_worker(pair: Pair, max_new_tokens: int) -> Prepared | InputError
     return _prepare_one(_WORKER_PREPARER, pair, max_new_tokens)
 
 
+def ahead(items: Iterator, depth: int = 1, grad: bool = False) -> Iterator:
+    """`items`, produced by a thread up to `depth` items ahead of the consumer (e.g. the next chunk
+    prepared and encoded while the model decodes); its exception re-raised here, in order."""
+    box: queue.Queue = queue.Queue(max(1, depth))
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            with torch.inference_mode(not grad):
+                for item in items:
+                    while not stop.is_set():
+                        try:
+                            box.put((item, None), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            box.put((end, None))
+        except BaseException as e:  # handed to the consumer
+            box.put((end, e))
+
+    thread = threading.Thread(target=produce, daemon=True, name="aitqe-ahead")
+    thread.start()
+    try:
+        while True:
+            item, error = box.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def prepared(preparer: Preparer, pairs: Iterable[Pair], max_new_tokens: int,
-             workers: int = 0) -> Iterator[tuple[Pair, Prepared | InputError]]:
-    """Each pair with its Prepared, or the InputError that refused it, in input order."""
+             workers: int = 0, window: int = 0) -> Iterator[tuple[Pair, Prepared | InputError]]:
+    """Each pair with its Prepared, or the InputError that refused it, in input order; with workers,
+    at least `window` pairs in flight."""
     if workers <= 0:
         for pair in pairs:
             yield pair, _prepare_one(preparer, pair, max_new_tokens)
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(preparer,)) as pool:
-        window: deque = deque()
+        flight: deque = deque()
         try:
             for pair in pairs:
-                window.append((pair, pool.submit(_prepare_in_worker, pair, max_new_tokens)))
-                if len(window) >= workers * AHEAD:
-                    p, f = window.popleft()
+                flight.append((pair, pool.submit(_prepare_in_worker, pair, max_new_tokens)))
+                if len(flight) >= max(workers * AHEAD, window):
+                    p, f = flight.popleft()
                     yield p, f.result()
-            while window:
-                p, f = window.popleft()
+            while flight:
+                p, f = flight.popleft()
                 yield p, f.result()
         finally:
-            for _, f in window:
+            for _, f in flight:
                 f.cancel()

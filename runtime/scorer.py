@@ -31,7 +31,7 @@ from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.model.config import Eos
 from runtime.model.locate import kind_of
 from runtime.parse import OVERALL_MARK, parse_output, to_dict
-from runtime.pipeline import Pair, Prepared, Preparer, prepared
+from runtime.pipeline import Pair, Prepared, Preparer, ahead, prepared
 from runtime.scores import Scores
 
 DEFAULT_MAX_NEW_TOKENS = 384
@@ -203,24 +203,26 @@ class Scorer:
         pairs ahead of the model (0: in this process); the vision tower runs on `batch_size` pairs at a
         time; the engine decodes `slots` rows together (the fast engine with continuous batching, the
         reference engine in static batches)."""
-        stream = prepared(self.preparer, pairs, max_new_tokens, workers)
+        stream = prepared(self.preparer, pairs, max_new_tokens, workers, window=2 * batch_size)
         done: dict[int, Verdict] = {}  # finished out of order, waiting for their turn
         flight: dict[int, tuple[Verdict, Prepared, float]] = {}
 
-        def rows() -> Iterator[tuple[int, torch.Tensor, int]]:
+        def chunks() -> Iterator[tuple[int, list[Verdict], list, list, float]]:  # in a thread, one chunk ahead
             index = 0
             while chunk := list(islice(stream, batch_size)):
                 verdicts, ready = self._verdicts(chunk)
-                done.update((index + k, v) for k, v in enumerate(verdicts) if v.error)
-                if ready:
-                    start = time.perf_counter()
-                    embeds = self.encode([r for _, _, r in ready])
-                    self._sync()
-                    seconds = time.perf_counter() - start
-                    for (k, v, r), e in zip(ready, embeds):
-                        flight[index + k] = (v, r, seconds)
-                        yield index + k, e, r.budget
+                start = time.perf_counter()
+                embeds = self.encode([r for _, _, r in ready]) if ready else []
+                self._sync()
+                yield index, verdicts, ready, embeds, time.perf_counter() - start
                 index += len(chunk)
+
+        def rows() -> Iterator[tuple[int, torch.Tensor, int]]:
+            for index, verdicts, ready, embeds, seconds in ahead(chunks()):
+                done.update((index + k, v) for k, v in enumerate(verdicts) if v.error)
+                for (k, v, r), e in zip(ready, embeds):
+                    flight[index + k] = (v, r, seconds)
+                    yield index + k, e, r.budget
 
         turn = 0
         with torch.inference_mode():

@@ -130,6 +130,7 @@ class Decoder(Protocol):
     name: str       # the name it is registered under
     slots: int      # rows decoded together
     compiled: bool  # whether its decode step is compiled
+    compiles: int   # graphs compiled for its decode step so far (0: eager)
 
     def set_slots(self, slots: int) -> None:
         """Decode `slots` rows together from now on."""

@@ -6,9 +6,14 @@ slot as soon as it ends (an end-of-generation id, the stop mark seen on token id
 budget) and the slot takes the next waiting row, so the batch stays full while rows remain.
 Greedy ids are the reference engine's: same modules, same math, each row at its own positions.
 
-Decode steps run over slots [0, n) with n a power of two, so a compiled step (`torch.compile`,
-CUDA graphs on CUDA) sees a handful of shapes, all met in warm-up. A backbone whose kernels do not
-compile (bitsandbytes, GPTQ) runs the same step eagerly, and says so once.
+The cache is allocated once per run, at a fixed length (`max_len`; by default what the longest
+admissible row needs, prompt plus budget up to the model's context) for the most slots used; on CUDA
+the slots are capped by free memory after load, said in one line. A row needing more positions than the
+cache holds is an error, never a mid-run regrow. Decode steps run over slots [0, n) with n a power of
+two (views of the one cache), so a compiled step (`torch.compile`, static shapes, CUDA graphs on CUDA)
+compiles once per bucket, all in warm-up, each bucket called WARM_CALLS times there (CUDA graph trees
+record on a later call than the first); `compiles` counts the graphs compiled. A backbone whose kernels
+do not compile (its method says so) runs the same step eagerly, and says so once.
 
 Observers (e.g. `runtime.scores`): every step also returns the probabilities of the observed ids,
 handed to a row's observer when it asks; once a row ends, it stays in its slot one extra step per
@@ -18,6 +23,8 @@ branch sees an intact past.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -25,13 +32,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
 
 from runtime.engine import Backbone, Branch, Decoded, Finished, Observe, Observer, Row, StopRule, Unsupported, \
     register
 from runtime.engine.step import StaticKV, Step
 from runtime.engine.text import Pieces, Watcher, row_text
 
-LEN_QUANTUM = 256  # the cache's length grows in steps of this many positions
+LEN_QUANTUM = 256  # the cache's length is a multiple of this many positions
+WARM_CALLS = 3  # calls per bucket in warm-up: compile, then CUDA graph trees warm up and record
+MEMORY_SHARE = 0.6  # of the free CUDA memory after load, what the cache may take (prefill and graphs need the rest)
 PREFILL_TOKENS = 8192  # at most this many (padded) positions per prefill forward
 
 
@@ -53,6 +64,11 @@ class _Row:
         return self.length + len(self.ids) - 1
 
 
+def can_compile() -> bool:
+    """Whether Inductor finds a C compiler (it builds its kernels' launchers with one)."""
+    return any(shutil.which(c) for c in (os.environ.get("CC", ""), "cc", "gcc", "clang") if c)
+
+
 def _buckets(slots: int) -> list[int]:
     out, n = [], 1
     while n < slots:
@@ -67,23 +83,32 @@ class FastDecoder:
     name = "fast"
 
     def __init__(self, llm, tokenizer, slots: int = 8, compile: bool | None = None, quiet: bool = False,
-                 compilable: bool = False):
+                 compilable: bool = False, max_len: int | None = None):
         """compile None: on CUDA when the backbone may compile; compilable: the backbone's own answer
-        (its method's: `runtime.formats.Method.compiles`; a checkpoint's 16-bit backbone may)."""
-        self.llm, self.tokenizer, self.slots = llm, tokenizer, max(1, slots)
+        (its method's: `runtime.formats.Method.compiles`; a checkpoint's 16-bit backbone may); max_len:
+        positions per slot (None: the model's context)."""
+        self.llm, self.tokenizer, self.slots, self.quiet = llm, tokenizer, max(1, slots), quiet
+        self.max_len = max_len or llm.config.max_position_embeddings
+        self.compiles = 0  # graphs compiled for this decoder's step
         self.pieces = Pieces(tokenizer)
         self.device = next(llm.parameters()).device
         self.dtype = llm.get_input_embeddings().weight.dtype
         self.compiled = (self.device.type == "cuda" and compilable) if compile is None else compile
         if compile is None and self.device.type == "cuda" and not compilable and not quiet:
             print("engine: this backbone's quantized layers do not compile; decoding eagerly", file=sys.stderr)
+        if compile is None and self.compiled and not can_compile():
+            self.compiled = False
+            print("engine: no C compiler found (Inductor needs one: set CC); decoding eagerly", file=sys.stderr)
         self.step: Step | None = None
         self._decide = None
         self.observed: list[int] | None = None  # the ids whose probabilities each step returns
 
     def set_slots(self, slots: int) -> None:
-        """Decode `slots` rows together from now on (the cache is made again at first use)."""
-        self.slots, self.step, self._decide = max(1, slots), None, None
+        """Decode `slots` rows together from now on: views of the cache when it has that many, else a
+        new cache at first use."""
+        self.slots = max(1, slots)
+        if self.step is not None and self.step.cache.k.shape[1] < self.slots:
+            self.step, self._decide = None, None
 
     @staticmethod
     def unsupported(llm) -> str | None:
@@ -98,28 +123,43 @@ class FastDecoder:
     # ------------------------------------------------------------ cache and step
 
     def _ensure(self, length: int) -> None:
-        """A cache that holds `length` positions per slot (allocated once, grown rarely)."""
-        if self.step is not None and self.step.cache.k.shape[3] >= length:
-            return
+        """Refuse a row of `length` positions (prompt and budget) that the run's cache cannot hold."""
+        if length >= self.step.cache.k.shape[3]:
+            raise ValueError(f"a row needs {length} positions and the decode cache holds "
+                             f"{self.step.cache.k.shape[3] - 1}; raise max_len or lower the batch size")
+
+    def _allocate(self) -> None:
         cfg = self.llm.config
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        size = -(-(length + 1) // LEN_QUANTUM) * LEN_QUANTUM  # its last position stays free: warm-up writes there
-        cache = StaticKV(cfg.num_hidden_layers, self.slots, cfg.num_key_value_heads, size, head_dim,
-                         self.dtype, self.device)
-        if self.step is not None:  # keep the rows in flight
-            old = self.step.cache
-            cache.k[:, :, :, :old.k.shape[3]] = old.k
-            cache.v[:, :, :, :old.v.shape[3]] = old.v
-        self.step = Step(self.llm, cache)
+        size = -(-(self.max_len + 1) // LEN_QUANTUM) * LEN_QUANTUM  # its last position stays free: warm-up writes there
+        per_slot = StaticKV.bytes_per_slot(cfg.num_hidden_layers, cfg.num_key_value_heads, size, head_dim, self.dtype)
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+            fit = max(1, int(free * MEMORY_SHARE) // per_slot)
+            if fit < self.slots:
+                print(f"engine: {fit} slots of {size} positions fit in {free / 2**30:.1f} GiB free "
+                      f"(asked for {self.slots}); decoding {fit} together", file=sys.stderr)
+                self.slots = fit
+        self.step = Step(self.llm, StaticKV(cfg.num_hidden_layers, self.slots, cfg.num_key_value_heads, size,
+                                            head_dim, self.dtype, self.device))
         self._decide = self._compile(self._decide_eager) if self.compiled else self._decide_eager
-        if self.compiled:  # compile (and on CUDA capture) every batch shape now, not mid-run
+        if self.compiled:  # compile every bucket now, not mid-run; CUDA graph trees record on a later call
             for n in _buckets(self.slots):
-                self._decide(torch.zeros(n, dtype=torch.long, device=self.device),
-                             torch.full((n,), size - 1, device=self.device))
+                for _ in range(WARM_CALLS):
+                    self._call(torch.zeros(n, dtype=torch.long, device=self.device),
+                               torch.full((n,), size - 1, device=self.device))
 
-    @staticmethod
-    def _compile(fn):
-        return torch.compile(fn, mode="reduce-overhead" if torch.cuda.is_available() else None)
+    def _compile(self, fn):
+        limit = len(_buckets(self.slots)) + 2  # one graph per bucket, and a change of observed ids
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        return torch.compile(fn, dynamic=False, mode="reduce-overhead" if self.device.type == "cuda" else None)
+
+    def _call(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One decode step through `_decide`, counting the graphs it compiles."""
+        before = counters["stats"]["unique_graphs"]
+        out = self._decide(tokens, positions)
+        self.compiles += counters["stats"]["unique_graphs"] - before
+        return out
 
     def _decide_eager(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self._summary(self.step(tokens, positions))
@@ -158,9 +198,11 @@ class FastDecoder:
         observed = None if observe is None else list(observe.ids)
         if observed != self.observed:  # the step returns other probabilities: a new step (and cache)
             self.observed, self.step, self._decide = observed, None, None
+        if self.step is None:
+            self._allocate()
         waiting = iter(rows)
         busy: dict[int, _Row] = {}
-        pending, exhausted, buckets = None, False, _buckets(self.slots)
+        pending, exhausted = None, False
         while True:
             while len(busy) < self.slots and not (exhausted and pending is None):
                 free = sorted(set(range(self.slots)) - busy.keys())
@@ -194,7 +236,7 @@ class FastDecoder:
                         busy[slot] = row
             if not busy:
                 return
-            n = next(b for b in buckets if b > max(busy))
+            n = next(b for b in _buckets(self.step.cache.k.shape[1]) if b > max(busy))  # buckets of the cache's slots: views of it
             tokens = [0] * n
             positions = [0] * n
             for slot, row in busy.items():
@@ -203,8 +245,8 @@ class FastDecoder:
                     tokens[slot], positions[slot] = branch.token, row.length + branch.step
                 else:
                     tokens[slot], positions[slot] = row.ids[-1], row.position
-            out = self._decide(torch.tensor(tokens, device=self.device),
-                               torch.tensor(positions, device=self.device)).tolist()
+            out = self._call(torch.tensor(tokens, device=self.device),
+                             torch.tensor(positions, device=self.device)).tolist()
             for slot, row in list(busy.items()):
                 if row.done:
                     row.observer.branch(row.branches.pop(), out[slot][1:])

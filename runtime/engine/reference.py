@@ -55,6 +55,7 @@ class ReferenceDecoder:
 
     name = "reference"
     compiled = False
+    compiles = 0
 
     def __init__(self, llm, tokenizer, pad_token_id: int, slots: int = 8):
         self.llm, self.tokenizer, self.pad_token_id, self.slots = llm, tokenizer, pad_token_id, max(1, slots)

@@ -3,8 +3,11 @@
 Written by hand because transformers' forward keeps one position for the whole batch in its
 static cache, while continuous batching needs every slot at its own position; the modules
 themselves (projections, norms, MLP, rotary embedding, lm_head) are the model's own, so quantized
-linear layers (GPTQ, bitsandbytes) run their own kernels here. The math is transformers' Qwen2:
-attention is `scaled_dot_product_attention` with the rotary embedding `apply_rotary_pos_emb`.
+linear layers (GPTQ, bitsandbytes) run their own kernels here. The math is transformers' Qwen2 with
+its rotary embedding `apply_rotary_pos_emb`: a prefill's attention is causal
+`scaled_dot_product_attention` (no mask: flash or cuDNN on CUDA); a decode step's is `decode_attention`,
+two grouped matmuls over the KV heads in the model's dtype around an fp32 softmax, which never falls to
+SDPA's math backend (a masked GQA call does on most cards: fp32 copies of every key and value).
 
 Shapes: the cache holds keys and values [layers, slots, kv_heads, max_len, head_dim] in the
 model's dtype, allocated once. `prefill` fills slots from embedding rows; `forward` advances
@@ -52,6 +55,19 @@ class StaticKV(nn.Module):
         return 2 * layers * kv_heads * max_len * head_dim * torch.finfo(dtype).bits // 8
 
 
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One new query per row: q [n, heads, 1, d] over k, v [n, kv_heads, L, d] (query head h reads KV
+    head h // (heads // kv_heads), as repeat_kv does), mask [n, 1, 1, L] (True: attend); [n, heads, 1, d].
+    Scores and weighted sums run in the inputs' dtype; the softmax in fp32."""
+    n, heads, _, d = q.shape
+    kv_heads = k.shape[1]
+    grouped = q.reshape(n, kv_heads, heads // kv_heads, d)
+    scores = (grouped @ k.transpose(-1, -2)).float() * d ** -0.5
+    scores = scores.masked_fill(~mask, float("-inf"))
+    out = torch.softmax(scores, -1).to(v.dtype) @ v
+    return out.reshape(n, heads, 1, d)
+
+
 class Step(nn.Module):
     """One forward over a slotted static cache, for a Qwen2ForCausalLM (dense or quantized)."""
 
@@ -71,8 +87,11 @@ class Step(nn.Module):
         v = attn.v_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         k_all, v_all = self.cache.update(i, slots, k, v, positions)
-        out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, is_causal=positions is None,
-                                             enable_gqa=self.heads != self.kv_heads)
+        if positions is None:
+            out = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True,
+                                                 enable_gqa=self.heads != self.kv_heads)
+        else:
+            out = decode_attention(q, k_all, v_all, mask)
         return attn.o_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
 
     def _layers(self, x: torch.Tensor, rope_positions: torch.Tensor, slots: torch.Tensor,

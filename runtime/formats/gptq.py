@@ -8,8 +8,10 @@ mixed-precision GEMM, int4/int8 symmetric, fast at decode and at prefill-sized b
 bundle's settings allow it (`marlin_refusal`, which asks GPTQModel's own Marlin validation), else its
 Triton kernel, then its torch kernel, each fallback named in one line on stderr. GPTQModel builds
 Marlin on first use (JIT: it needs `nvcc` and the CUDA headers); where that fails, the fallback note
-says so. The fast engine decodes GPTQ backbones eagerly (it compiles dense backbones only), so
-Marlin has not been run under `torch.compile` here.
+says so. The fast engine decodes GPTQ backbones eagerly (`compiles=False`): GPTQModel 7.7 registers
+no fake (meta) kernel for its Marlin op, so Dynamo cannot trace through it (a graph break per linear
+layer, 196 in a 7B step, and no CUDA graph); registering one here would mean restating the op's
+output shape for each GPTQModel version's private schema, and that has not been done or tested.
 
 Multimodal calibration: GPTQModel calibrates on token ids only, so each calibration sequence
 (image embeddings + prompt [+ answer] token embeddings, from `calibration/`) gets a placeholder id,
