@@ -100,6 +100,11 @@ def _record(key: object, image: object, caption: object, uid: object, shard: Sha
     return rec
 
 
+def open_bounded(path: Path):
+    """The shard, read through a READ_BUFFER stream (pyarrow's default pre-buffers a row group whole)."""
+    return _pq().ParquetFile(path, buffer_size=READ_BUFFER, pre_buffer=False)
+
+
 def _too_big(pf, group: int, cols: list[str], limits: Limits) -> str | None:
     """Why a row group of one row is refused before reading: a column chunk over the member limit."""
     meta = pf.metadata.row_group(group)
@@ -115,7 +120,7 @@ def _lost(pf, shard: Shard, group: int, key: str, done: int, reason: str) -> Ite
     """Error records for the rows of a row group that could not be read (from row `done` on): keyed by
     their keys when those can be read, else `row group G row R`."""
     try:
-        keys = [str(k) for k in pf.read_row_group(group, columns=[key]).column(key).to_pylist()]
+        keys = [str(k) for k in pf.read_row_group(group, columns=[key], use_threads=False).column(key).to_pylist()]
     except Exception:
         keys = [f"row group {group} row {r}" for r in range(pf.metadata.row_group(group).num_rows)]
     for k in keys[done:]:
@@ -128,7 +133,7 @@ def read_shard(shard: Shard, columns: Columns = Columns(), limits: Limits = Limi
     pq = _pq()
     key, image, caption, uid = resolve(shard.path, columns)
     cols = [c for c in dict.fromkeys((key, image, caption, uid)) if c]
-    pf = pq.ParquetFile(shard.path, buffer_size=READ_BUFFER)
+    pf = open_bounded(shard.path)
     seen: set[str] = set()
     for group in range(pf.num_row_groups):
         done = 0
@@ -136,7 +141,8 @@ def read_shard(shard: Shard, columns: Columns = Columns(), limits: Limits = Limi
             refused = _too_big(pf, group, [image, caption], limits)
             if refused:
                 raise ValueError(refused)
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=cols):
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=cols,
+                                          use_threads=False):
                 d = batch.to_pydict()
                 for i in range(batch.num_rows):
                     rec = _record(d[key][i], d[image][i], d[caption][i], d[uid][i] if uid else None, shard, limits)
@@ -163,7 +169,7 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, columns: Co
 
     pq = _pq()
     key, _, caption, _ = resolve(shard.path, columns)
-    pf = pq.ParquetFile(shard.path)
+    pf = open_bounded(shard.path)
     base = pf.schema_arrow
     base = base.remove(base.get_field_index("original_caption")) if "original_caption" in base.names else base
     base = base.remove(base.get_field_index("aitqe_overall")) if "aitqe_overall" in base.names else base
