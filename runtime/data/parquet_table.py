@@ -5,8 +5,9 @@ Columns are found by name, each overridable: the key (`key`, then `uid`, then `i
 (encoded bytes in `jpg`/`jpeg`/`png`/`webp`/`image`/`image_bytes`, a path string, or HF's `image`
 struct with `bytes` and `path`) and the caption (`txt`, `caption`, `text`). A relative image path is
 taken relative to the shard's folder. A value of the wrong type or a null gives an error record
-for that row; a row group that cannot be decoded gives error records for its keys; the other rows
-are scored.
+for that row; a row group that cannot be decoded gives error records for its keys (keyed `row group
+G row R` when not even its keys can be read); the other rows are scored. Sizes are bounded by
+`runtime.data.limits`: a shard is read BATCH_ROWS rows at a time through a READ_BUFFER stream.
 """
 
 from __future__ import annotations

@@ -9,8 +9,12 @@ damaged key reported by name and the rest of the shard kept, and `tarfile` with 
 skips a corrupt header and finds the next good member, where webdataset's iterators stop the
 shard (or drop the key silently with a handler). A tar cut short (killed download) ends early; its
 lost keys are known only from img2dataset's sibling `SHARD.parquet` metadata (rows with status
-`success`), which, when present, turns each of them into an error record. Written shards are plain
-tars in the same layout, so `webdataset` and img2dataset readers open them.
+`success`), which, when present, turns each of them into an error record. Every key gets exactly
+one record: a key with a link or device member, a member over the size limit (its declared size,
+checked before reading: `runtime.data.limits`) or a second sample of the same key (a repeated
+extension starts it, adjacent or not: never merged) is an error record. Written shards are plain
+tars in the same layout, member names made safe (no `..`, no leading `/`), so `webdataset` and
+img2dataset readers open them and extracting them stays inside the folder.
 """
 
 from __future__ import annotations
