@@ -131,7 +131,6 @@ def _lost(pf, shard: Shard, group: int, key: str, done: int, reason: str) -> Ite
 def read_shard(shard: Shard, columns: Columns = Columns(), limits: Limits = Limits()) -> Iterator[Record]:
     """One record per row, BATCH_ROWS at a time through a READ_BUFFER stream (a row group is never
     read whole); a row group that cannot be read costs only its own rows (error records)."""
-    pq = _pq()
     key, image, caption, uid = resolve(shard.path, columns)
     cols = [c for c in dict.fromkeys((key, image, caption, uid)) if c]
     pf = open_bounded(shard.path)
