@@ -13,7 +13,8 @@ GPTQ's `dynamic` rule); a bf16/fp16 bundle exports like a checkpoint. A bundle h
 layer (dead at inference: AITQE reads `hidden_states[-2]`), so that layer is written as zeros,
 with `vision_use_head` off. bitsandbytes bundles are refused (engines quantize those at load
 time: export the checkpoint instead). The folder is written atomically, never over an existing
-one without --force.
+one without --force; --force replaces only an export whose folder holds nothing but the files its
+`aitqe_export.json` lists (`files`), and never follows a symbolic link.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from runtime.errors import InputError
 from runtime.formats.manifest import read_manifest, verify
 from runtime.model.checkpoint import iter_tensors, load_tokenizer, stored_dtype, weight_files
 from runtime.model.config import load_config
-from runtime.model.locate import EXPORT_INFO, check_replaceable, locate
+from runtime.model.locate import EXPORT_INFO, locate
 
 FORMATS = ("llava-hf",)
 SHARD_BYTES = 4 << 30
@@ -164,7 +165,7 @@ def export_bundle(src: Path, out: Path) -> dict:
     verify(src, manifest)
     backbone = json.loads((src / manifest.backbone.path / "config.json").read_text())
     refuse_unmappable(backbone, str(src / manifest.backbone.path / "config.json"))
-    llm = Qwen2Config(**{k: v for k, v in backbone.items() if k not in ("quantization_config", "architectures")})
+    llm = Qwen2Config(**{k: v for k, v in backbone.items() if k not in ("quantization_config", "architectures", "auto_map")})
     vision = SiglipVisionConfig.from_json_file(src / entry.path / "config.json")
     vision.vision_use_head = False
     tokenizer, image_id, how = export_tokenizer(load_tokenizer(src / "tokenizer"), llm.vocab_size)
@@ -209,15 +210,53 @@ def export_bundle(src: Path, out: Path) -> dict:
     return info
 
 
+def _written(out: Path) -> list[str] | None:
+    """The files an export of this tool says it wrote (its manifest's `files`), or None."""
+    try:
+        files = json.loads((out / EXPORT_INFO).read_text(encoding="utf-8")).get("files")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return files if isinstance(files, list) and all(isinstance(f, str) for f in files) else None
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse `out` unless it is missing, or (with --force) an empty folder or an export whose folder
+    holds only the files its manifest lists (never a symbolic link, never anything the user put there)."""
+    if out.is_symlink():
+        raise InputError(f"--output {out}: is a symbolic link, which is not followed; pass the folder itself")
+    if not out.exists():
+        return
+    if not force:
+        raise InputError(f"{out} already exists; pass --force to replace it, or choose another --output")
+    if not out.is_dir():
+        raise InputError(f"--output {out}: is a file, not an export; refusing to replace it, choose another --output")
+    present = sorted(p.name for p in out.iterdir())
+    if not present:
+        return
+    listed = _written(out)
+    if listed is None:
+        raise InputError(f"--output {out}: not an export of this tool that lists its files (no files in "
+                         f"{EXPORT_INFO}); refusing to replace it, delete it yourself or choose another --output")
+    extra = [name for name in present if name not in listed or (out / name).is_dir() or (out / name).is_symlink()]
+    if extra:
+        raise InputError(f"--output {out}: holds {extra[0]!r}, which the export did not write; refusing to replace "
+                         "it, move that away or choose another --output")
+
+
 def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bool = False) -> dict:
-    """Export `src` (checkpoint folder or bundle) to `out`, atomically; the export's info."""
+    """Export `src` (checkpoint folder or bundle) to `out`, atomically; the export's info, whose
+    `files` lists every file written (what a later --force may replace)."""
     src, out = Path(src), Path(out)
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
     source = locate(src)
-    check_replaceable(out, "export", "an export of this tool", force)
+    check_output(out, force)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--output {out}: {out.parent} is a file, not a folder; choose another --output")
     with atomic_folder(out) as tmp:
         info = export_bundle(src, tmp) if source.kind == "bundle" else export_checkpoint(src, tmp)
+        info["files"] = sorted({p.name for p in tmp.iterdir()} | {EXPORT_INFO})
+        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
     return info
 
 
@@ -232,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         info = export(args.model, args.output, fmt=args.format, force=args.force)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # never a traceback: one line naming what failed
+        reason = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: exporting {args.model} to {args.output} failed ({type(e).__name__}: {reason}); "
+              "check both paths", file=sys.stderr)
         return 1
     print(f"wrote {args.output}: {info['format']} from {info['source_kind']}; image token {info['image_token']} "
           f"= id {info['image_token_id']}, {info['image_token_row']}")

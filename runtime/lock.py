@@ -9,15 +9,18 @@ however it exits (kill -9 included), so a stale lock never blocks a rerun. The h
 pid, host and start time into the lock file, and a refused run names them. Hand-written rather than
 the `filelock` package because filelock truncates the lock file before it tries the lock, which
 would erase the holder's name that the refusal shows. POSIX only (fcntl); flock is not reliable on
-some network file systems.
+some network file systems. The lock file is opened without following a symbolic link, and must be a
+regular file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,11 +42,17 @@ def output_lock(output: str | os.PathLike, share: str | None = None) -> Iterator
     path = lock_path(output, share)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"--output {show(output)}: the lock file {show(path)} is a symbolic link, which is not "
+                             "followed; remove it and rerun") from None
         raise InputError(f"--output {show(output)}: cannot create the lock file {show(path)} ({e.strerror}); "
                          "pass an --output in a writable folder") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"--output {show(output)}: the lock file {show(path)} is not a regular file; "
+                             "remove it and rerun")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from runtime.data.formats import Format, register
 from runtime.data.jsonl import encodable
+from runtime.data.limits import Limits
 from runtime.data.records import Record, keyed_by_id
 from runtime.errors import InputError
 
 FIELDS = ("id", "image", "caption")
 
 
-def read_csv(path: str | Path) -> Iterator[Record]:
+def read_csv(path: str | Path, limits: Limits = Limits()) -> Iterator[Record]:
     path = Path(path)
     try:
         handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
@@ -42,6 +43,8 @@ def read_csv(path: str | Path) -> Iterator[Record]:
             elif any(not values[f] for f in ("id", "image")) or values["caption"] is None:
                 empty = [f for f in FIELDS if not values[f] and not (f == "caption" and values[f] == "")]
                 rec.error = f"row {n}: missing {', '.join(empty)}; each row needs id, image, caption"
+            elif (too_long := limits.caption_error(values["caption"])) is not None:
+                rec.error = f"row {n}: {too_long}"
             elif values["id"] in seen:
                 rec.error = f"row {n}: duplicate id {values['id']!r} (first on row {seen[values['id']]}); ids must be unique"
             else:
@@ -52,4 +55,4 @@ def read_csv(path: str | Path) -> Iterator[Record]:
             yield keyed_by_id(rec, f"row {n}")
 
 
-FORMAT = register(Format("csv", "pairs CSV", lambda shard, opts: read_csv(shard.path), (".csv",), pairs=True))
+FORMAT = register(Format("csv", "pairs CSV", lambda shard, opts: read_csv(shard.path, opts.limits), (".csv",), pairs=True))

@@ -98,8 +98,14 @@ def _what() -> tuple[str, str]:
     return (_either([s for f in shard_formats for s in f.suffixes]), _either([f.title for f in shard_formats]))
 
 
+COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")
+
+
 def file_format(path: Path) -> Format | None:
-    """The format whose files end like `path`, or None."""
+    """The format whose files end like `path`, or None; a compressed tar is refused (InputError)."""
+    if path.name.lower().endswith(COMPRESSED_TARS):
+        raise InputError(f"{path}: a compressed tar, which is not read (a shard is read member by member, "
+                         "gzip cannot seek); decompress it (gunzip, xz -d, zstd -d) and pass the .tar")
     return next((f for f in formats() if f.accepts(path)), None)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from runtime.data.formats import Format, register
+from runtime.data.limits import Limits
 from runtime.data.records import Record, keyed_by_id
 from runtime.files import open_regular, show
 
@@ -33,7 +34,7 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
 
 
-def _parse_line(raw: bytes, rec: Record, base: Path) -> None:
+def _parse_line(raw: bytes, rec: Record, base: Path, limits: Limits) -> None:
     """Fill `rec` from one line: id, image, caption, or the error."""
     line = rec.line
     if not raw.strip():
@@ -66,6 +67,8 @@ def _parse_line(raw: bytes, rec: Record, base: Path) -> None:
         rec.error = f"line {line}: id must be a string or an integer"
     elif not all(encodable(v) for v in (rec.id, obj["image"], obj["caption"])):
         rec.error = f"line {line}: id, image or caption is not valid Unicode (lone surrogate escape); fix the text"
+    elif (too_long := limits.caption_error(obj["caption"])) is not None:
+        rec.error = f"line {line}: {too_long}"
     else:
         image = Path(obj["image"]).expanduser()
         rec.image = str(image if image.is_absolute() else base / image)
@@ -83,7 +86,7 @@ def _lines(handle) -> Iterator[bytes | None]:
         yield None
 
 
-def read_jsonl(path: str | Path) -> Iterator[Record]:
+def read_jsonl(path: str | Path, limits: Limits = Limits()) -> Iterator[Record]:
     """Records of a pairs file, one per line (blank ones included), with per-line errors (duplicates too)."""
     path = Path(path)
     handle = open_regular(path, f"pairs file {show(path)}")
@@ -94,7 +97,7 @@ def read_jsonl(path: str | Path) -> Iterator[Record]:
             if raw is None:
                 rec.error = f"line {n}: longer than {MAX_LINE_BYTES:,} bytes; shorten it"
             else:
-                _parse_line(raw, rec, path.parent)
+                _parse_line(raw, rec, path.parent, limits)
             if rec.error is None:
                 if rec.id in seen:
                     rec.error = f"line {n}: duplicate id {rec.id!r} (first on line {seen[rec.id]}); ids must be unique"
@@ -103,4 +106,4 @@ def read_jsonl(path: str | Path) -> Iterator[Record]:
             yield keyed_by_id(rec, f"line {n}")
 
 
-FORMAT = register(Format("jsonl", "pairs JSONL", lambda shard, opts: read_jsonl(shard.path), (".jsonl",), pairs=True))
+FORMAT = register(Format("jsonl", "pairs JSONL", lambda shard, opts: read_jsonl(shard.path, opts.limits), (".jsonl",), pairs=True))

@@ -5,8 +5,9 @@ Columns are found by name, each overridable: the key (`key`, then `uid`, then `i
 (encoded bytes in `jpg`/`jpeg`/`png`/`webp`/`image`/`image_bytes`, a path string, or HF's `image`
 struct with `bytes` and `path`) and the caption (`txt`, `caption`, `text`). A relative image path is
 taken relative to the shard's folder. A value of the wrong type or a null gives an error record
-for that row; a row group that cannot be decoded gives error records for its keys; the other rows
-are scored.
+for that row; a row group that cannot be decoded gives error records for its keys (keyed `row group
+G row R` when not even its keys can be read); the other rows are scored. Sizes are bounded by
+`runtime.data.limits`: a shard is read BATCH_ROWS rows at a time through a READ_BUFFER stream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.data.formats import Format, NewCaption, register
+from runtime.data.limits import READ_BUFFER, Limits
 from runtime.data.records import Record, Shard, ShardError, keyed
 
 KEY_COLUMNS = ("key", "uid", "id")
@@ -82,7 +84,7 @@ def _image(value: object, base: Path) -> tuple[bytes | str | None, str | None]:
     return None, f"image is {type(value).__name__}, not bytes or a path; pass --image-column NAME"
 
 
-def _record(key: object, image: object, caption: object, uid: object, shard: Shard) -> Record:
+def _record(key: object, image: object, caption: object, uid: object, shard: Shard, limits: Limits) -> Record:
     rec = keyed(str(key), shard.path.name, uid=None if uid is None else str(uid))
     rec.image, error = _image(image, shard.path.parent)
     if not isinstance(caption, str):
@@ -90,26 +92,60 @@ def _record(key: object, image: object, caption: object, uid: object, shard: Sha
                           f"caption is {type(caption).__name__}, not text; pass --caption-column NAME")
     else:
         rec.caption = caption
+        error = error or limits.caption_error(caption)
+    if isinstance(rec.image, bytes):
+        error = error or limits.member_error("image cell", len(rec.image))
     rec.error = error
     if error:
         rec.image = None
     return rec
 
 
-def read_shard(shard: Shard, columns: Columns = Columns()) -> Iterator[Record]:
-    """One record per row, row group by row group."""
-    pq = _pq()
+def open_bounded(path: Path):
+    """The shard, read through a READ_BUFFER stream (pyarrow's default pre-buffers a row group whole)."""
+    return _pq().ParquetFile(path, buffer_size=READ_BUFFER, pre_buffer=False)
+
+
+def _too_big(pf, group: int, cols: list[str], limits: Limits) -> str | None:
+    """Why a row group of one row is refused before reading: a column chunk over the member limit."""
+    meta = pf.metadata.row_group(group)
+    if meta.num_rows != 1:
+        return None
+    sizes = {meta.column(i).path_in_schema.split(".")[0]: 0 for i in range(meta.num_columns)}
+    for i in range(meta.num_columns):
+        sizes[meta.column(i).path_in_schema.split(".")[0]] += meta.column(i).total_uncompressed_size
+    return next((e for c in cols if (e := limits.member_error(f"column {c}", sizes.get(c, 0)))), None)
+
+
+def _lost(pf, shard: Shard, group: int, key: str, done: int, reason: str) -> Iterator[Record]:
+    """Error records for the rows of a row group that could not be read (from row `done` on): keyed by
+    their keys when those can be read, else `row group G row R`."""
+    try:
+        keys = [str(k) for k in pf.read_row_group(group, columns=[key], use_threads=False).column(key).to_pylist()]
+    except Exception:
+        keys = [f"row group {group} row {r}" for r in range(pf.metadata.row_group(group).num_rows)]
+    for k in keys[done:]:
+        yield keyed(k, shard.path.name, error=f"row group {group} cannot be read ({reason}); re-write the shard")
+
+
+def read_shard(shard: Shard, columns: Columns = Columns(), limits: Limits = Limits()) -> Iterator[Record]:
+    """One record per row, BATCH_ROWS at a time through a READ_BUFFER stream (a row group is never
+    read whole); a row group that cannot be read costs only its own rows (error records)."""
     key, image, caption, uid = resolve(shard.path, columns)
     cols = [c for c in dict.fromkeys((key, image, caption, uid)) if c]
-    pf = pq.ParquetFile(shard.path)
+    pf = open_bounded(shard.path)
     seen: set[str] = set()
     for group in range(pf.num_row_groups):
         done = 0
         try:
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=cols):
+            refused = _too_big(pf, group, [image, caption], limits)
+            if refused:
+                raise ValueError(refused)
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=cols,
+                                          use_threads=False):
                 d = batch.to_pydict()
                 for i in range(batch.num_rows):
-                    rec = _record(d[key][i], d[image][i], d[caption][i], d[uid][i] if uid else None, shard)
+                    rec = _record(d[key][i], d[image][i], d[caption][i], d[uid][i] if uid else None, shard, limits)
                     done += 1
                     if d[key][i] is None:
                         rec.error = "key is null; every row needs a key"
@@ -118,16 +154,9 @@ def read_shard(shard: Shard, columns: Columns = Columns()) -> Iterator[Record]:
                     seen.add(rec.key)
                     yield rec
         except Exception as e:
-            reason = " ".join(str(e).split())
-            try:
-                keys = pf.read_row_group(group, columns=[key]).column(key).to_pylist()
-            except Exception:
-                raise ShardError(f"{shard.path}: row group {group} cannot be decoded, not even its keys "
-                                 f"({reason}); re-write the shard") from None
-            for k in keys[done:]:
-                seen.add(str(k))
-                yield keyed(str(k), shard.path.name, error=f"row group {group} cannot be decoded ({reason}); "
-                                                           "re-write the shard")
+            for rec in _lost(pf, shard, group, key, done, " ".join(str(e).split())):
+                seen.add(rec.key)
+                yield rec
 
 
 def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, columns: Columns = Columns()) -> int:
@@ -140,7 +169,7 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, columns: Co
 
     pq = _pq()
     key, _, caption, _ = resolve(shard.path, columns)
-    pf = pq.ParquetFile(shard.path)
+    pf = open_bounded(shard.path)
     base = pf.schema_arrow
     base = base.remove(base.get_field_index("original_caption")) if "original_caption" in base.names else base
     base = base.remove(base.get_field_index("aitqe_overall")) if "aitqe_overall" in base.names else base
@@ -170,5 +199,5 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, columns: Co
 
 
 FORMAT = register(Format(
-    "parquet", "Parquet", lambda shard, opts: read_shard(shard, opts.columns), (".parquet",),
+    "parquet", "Parquet", lambda shard, opts: read_shard(shard, opts.columns, opts.limits), (".parquet",),
     write_enhanced=lambda shard, out, new_caption, opts: write_enhanced(shard, out, new_caption, opts.columns)))

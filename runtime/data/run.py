@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from runtime.data.limits import Limits
 from runtime.data.parquet_table import Columns
 from runtime.data.records import Record, Shard
 from runtime.data.stream import Event, score_records
@@ -36,6 +37,7 @@ class RunOptions:
     caption_field: str | None = None  # WebDataset: caption from this .json field instead of .txt
     columns: Columns = field(default_factory=Columns)  # Parquet: key, image, caption column names
     quiet: bool = False
+    limits: Limits = field(default_factory=Limits)  # caption and member sizes (runtime.data.limits)
 
 
 class Output(Protocol):

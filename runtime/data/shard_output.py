@@ -11,16 +11,18 @@ cannot be read, or that the run stops in, is reported and left without output; t
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.atomic import remove_stale_temporaries
+from runtime.atomic import TMP_PREFIX, remove_stale_temporaries
 from runtime.data import enhance, verdicts
 from runtime.data.formats import read_records
 from runtime.data.records import OUTPUT_SUFFIX, Record, Shard, ShardError
 from runtime.data.run import RunOptions, process
 from runtime.data.stream import Event
+from runtime.errors import InputError
 
 
 @dataclass
@@ -43,6 +45,17 @@ def _failure(shard: Shard, e: Exception) -> str:
         return str(e)
     reason = " ".join(str(e).split()) or type(e).__name__
     return f"{shard.path}: scoring failed ({type(e).__name__}: {reason}); rerun to retry this shard"
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Make `folder` and write a file in it, before any scoring; else a one-line InputError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TMP_PREFIX}probe-"):
+            pass
+    except OSError as e:
+        raise InputError(f"{flag} {folder}: cannot write there ({e.strerror or e}); make it writable or pass "
+                         "another folder") from None
 
 
 def report(result: ShardResult, opts: RunOptions) -> None:
@@ -87,7 +100,7 @@ class ShardOutput:
         todo = []
         for shard in shards:
             out = verdicts_path(shard, self.opts)
-            if not out.exists():
+            if not verdicts.complete(out):
                 todo.append(shard)
                 continue
             result = ShardResult(shard.path.name, skipped=True)
@@ -100,6 +113,10 @@ class ShardOutput:
             except Exception as e:
                 result.failure = _failure(shard, e)
             self.add(result)
+        if todo or any(self._enhancing(s) for s in shards):
+            check_writable(self.opts.output, "--output")
+            if self.opts.enhance_below is not None:
+                check_writable(self.opts.enhanced_output, "--enhanced-output")
         for shard in todo:
             remove_stale_temporaries(verdicts_path(shard, self.opts))
         self.pending = {s.path: s for s in todo}
@@ -140,13 +157,13 @@ class ShardOutput:
         failed = [r for r in results if r.failure]
         if opts.keep_above is not None:
             done = [verdicts_path(s, opts) for s in self.all_shards or []]
-            if all(p.exists() for p in done):
+            if all(verdicts.complete(p) for p in done):
                 needed = ["key", "uid", "overall", "error"]
                 path, kept = enhance.write_keep_list((r for p in done for r in verdicts.read(p, needed)),
                                                      opts.keep_above, opts.output)
                 print(f"{kept} keys with overall >= {opts.keep_above} listed in {path}", file=sys.stderr)
             else:
-                print(f"keep list not written yet: {sum(not p.exists() for p in done)} shards have no verdicts; "
+                print(f"keep list not written yet: {sum(not verdicts.complete(p) for p in done)} shards have no verdicts; "
                       "rerun once every shard is scored", file=sys.stderr)
         rows = sum(r.rows for r in results)
         print(f"{len(results) - len(failed)} of {len(results)} shards done ({rows} keys) into {opts.output}"

@@ -3,7 +3,7 @@
 Columns: key, uid (DataComp, else null), shard (the input file), overall (int), overall_expected
 (float: the probability-weighted score), recaption, overall_explanation, sub_scores (map: aspect
 name -> int), sub_scores_expected (map: aspect name -> float), caption_truncated, parse_error, error, model, model_fingerprint, raw_text. Rows are in
-the shard's order; join on `key`.
+the shard's order; join on `key`. The file's metadata `aitqe.complete_rows` marks it whole (`complete`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def schema():
     ])
 
 
+COMPLETE = "aitqe.complete_rows"  # schema metadata: the row count of a wholly scored shard
 COLUMNS = ("key", "uid", "shard", "overall", "overall_expected", "recaption", "overall_explanation", "sub_scores",
            "sub_scores_expected", "caption_truncated", "parse_error", "error", "model", "model_fingerprint", "raw_text")
 
@@ -55,10 +56,24 @@ def write(rows: Iterable[dict], path: Path) -> int:
     import pyarrow.parquet as pq
 
     rows = list(rows)
-    table = pa.Table.from_pylist(rows, schema=schema())
+    table = pa.Table.from_pylist(rows, schema=schema().with_metadata({COMPLETE: str(len(rows))}))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return len(rows)
+
+
+def complete(path: Path) -> bool:
+    """Whether `path` is a shard's whole verdicts: written by `write` once every key of the shard had its
+    row (its metadata says how many, and it holds them). A file without that mark (an empty table
+    with the right columns, a file of an older version) is not: its shard is scored again."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+    except Exception:
+        return False
+    marked = (meta.metadata or {}).get(COMPLETE.encode())
+    return marked is not None and marked.isdigit() and int(marked) == meta.num_rows
 
 
 def read(path: Path, columns: list[str] | None = None) -> list[dict]:

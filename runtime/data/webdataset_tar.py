@@ -9,8 +9,12 @@ damaged key reported by name and the rest of the shard kept, and `tarfile` with 
 skips a corrupt header and finds the next good member, where webdataset's iterators stop the
 shard (or drop the key silently with a handler). A tar cut short (killed download) ends early; its
 lost keys are known only from img2dataset's sibling `SHARD.parquet` metadata (rows with status
-`success`), which, when present, turns each of them into an error record. Written shards are plain
-tars in the same layout, so `webdataset` and img2dataset readers open them.
+`success`), which, when present, turns each of them into an error record. Every key gets exactly
+one record: a key with a link or device member, a member over the size limit (its declared size,
+checked before reading: `runtime.data.limits`) or a second sample of the same key (a repeated
+extension starts it, adjacent or not: never merged) is an error record. Written shards are plain
+tars in the same layout, member names made safe (no `..`, no leading `/`), so `webdataset` and
+img2dataset readers open them and extracting them stays inside the folder.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.data.formats import Format, NewCaption, register
+from runtime.data.limits import Limits
 from runtime.data.records import Record, Shard, ShardError, keyed
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -31,11 +36,13 @@ MISSING_FROM_TAR = "listed in the shard's metadata but not in the tar (truncated
 
 @dataclass
 class Group:
-    """The members of one key, in tar order; `error` when the tar broke inside them."""
+    """The members of one key, in tar order; `error` when the tar broke inside them, or a member
+    is refused (over the size limit, a link or device rather than a file)."""
 
     key: str
     members: list[tuple[tarfile.TarInfo, bytes]] = field(default_factory=list)
     error: str | None = None
+    exts: set[str] = field(default_factory=set)  # every member's extension, files or not
 
     def get(self, ext: str) -> bytes | None:
         for info, data in self.members:
@@ -51,8 +58,28 @@ def _split(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext
 
 
-def iter_groups(path: Path) -> Iterator[Group]:
-    """Key groups of a tar, in order; a group the tar broke inside of carries `error`."""
+def _read_member(tf: tarfile.TarFile, info: tarfile.TarInfo, group: Group, limits: Limits) -> None:
+    """Add one member's bytes to `group`, or set its error (refused before reading, or cut short)."""
+    if not info.isfile():
+        group.error = group.error or (f"member {info.name} is a link or device, not a file; "
+                                      "store the file itself in the shard")
+        return
+    refused = limits.member_error(f"member {info.name}", info.size)
+    if refused:
+        group.error = group.error or refused
+        return
+    try:
+        data = tf.extractfile(info).read()
+        if len(data) != info.size:
+            raise EOFError(f"{len(data)} of {info.size} bytes")
+        group.members.append((info, data))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        group.error = f"member {info.name} is cut short ({e}): truncated tar; re-download the shard"
+
+
+def iter_groups(path: Path, limits: Limits = Limits()) -> Iterator[Group]:
+    """Key groups of a tar, in order; a group the tar broke inside of carries `error`. A member whose
+    extension its key already has starts a new group of the same key (a duplicate, never merged)."""
     group: Group | None = None
     with tarfile.open(path, "r:", ignore_zeros=True) as tf:
         while True:
@@ -64,22 +91,17 @@ def iter_groups(path: Path) -> Iterator[Group]:
                 break
             if info is None:
                 break
-            if not info.isfile():
+            if info.isdir():
                 continue
             key, ext = _split(info.name)
             if not ext:
                 continue
-            if group is None or key != group.key:
+            if group is None or key != group.key or ext.lower() in group.exts:
                 if group is not None:
                     yield group
                 group = Group(key)
-            try:
-                data = tf.extractfile(info).read()
-                if len(data) != info.size:
-                    raise EOFError(f"{len(data)} of {info.size} bytes")
-                group.members.append((info, data))
-            except (tarfile.TarError, OSError, EOFError) as e:
-                group.error = f"member {info.name} is cut short ({e}): truncated tar; re-download the shard"
+            group.exts.add(ext.lower())
+            _read_member(tf, info, group, limits)
     if group is not None:
         yield group
 
@@ -132,13 +154,13 @@ def _uid(group: Group) -> str | None:
     return str(uid) if uid is not None else None
 
 
-def read_shard(shard: Shard, caption_field: str | None = None) -> Iterator[Record]:
+def read_shard(shard: Shard, caption_field: str | None = None, limits: Limits = Limits()) -> Iterator[Record]:
     """One record per key of the tar (and per key its metadata lists that the tar lost)."""
     seen: set[str] = set()
-    for group in iter_groups(shard.path):
+    for group in iter_groups(shard.path, limits):
         rec = keyed(group.key, shard.path.name, uid=_uid(group))
         if group.key in seen:
-            rec.error = f"key {group.key} appears twice in the shard (members not next to each other); keys must be unique"
+            rec.error = f"key {group.key} appears twice in the shard; keys must be unique"
             yield rec
             continue
         seen.add(group.key)
@@ -149,7 +171,7 @@ def read_shard(shard: Shard, caption_field: str | None = None) -> Iterator[Recor
         elif image is None:
             rec.error = f"no image for key {group.key} (.jpg/.jpeg/.png/.webp member missing)"
         else:
-            rec.image, rec.error = image, caption_error
+            rec.image, rec.error = image, caption_error or (limits.caption_error(rec.caption) if rec.caption else None)
         yield rec
     expected = _expected_keys(shard.meta)
     if not seen and not expected and shard.path.stat().st_size > 0:
@@ -161,14 +183,21 @@ def read_shard(shard: Shard, caption_field: str | None = None) -> Iterator[Recor
             yield keyed(key, shard.path.name, error=MISSING_FROM_TAR)
 
 
+def safe_name(name: str) -> str:
+    """A member name that extracts inside its folder: no leading `/`, no `..` or `.` parts."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "_"
+
+
 def _member(info: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
-    new = tarfile.TarInfo(info.name)
+    new = tarfile.TarInfo(safe_name(info.name))
     new.size, new.mtime, new.mode = len(data), info.mtime, info.mode
     new.uname, new.gname, new.uid, new.gid = info.uname, info.gname, info.uid, info.gid
     return new, io.BytesIO(data)
 
 
-def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_field: str | None = None) -> int:
+def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_field: str | None = None,
+                   limits: Limits = Limits()) -> int:
     """Copy the shard's readable keys to `out`, captions replaced where `new_caption(key)` gives one.
 
     `new_caption(key)` -> (replacement or None, overall score or None). Every copied key's .json
@@ -177,7 +206,7 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_fie
     """
     replaced = 0
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
-        for group in iter_groups(shard.path):
+        for group in iter_groups(shard.path, limits):
             if group.error:
                 continue
             caption, _ = _caption(group, caption_field)
@@ -206,7 +235,7 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_fie
                 tf.addfile(*_member(info, data))
             if json_name is None:
                 last = group.members[-1][0]
-                info = tarfile.TarInfo(f"{group.key}.json")
+                info = tarfile.TarInfo(safe_name(f"{group.key}.json"))
                 info.mtime, info.mode = last.mtime, last.mode
                 tf.addfile(*_member(info, json.dumps(meta, ensure_ascii=False).encode("utf-8")))
     return replaced
@@ -219,6 +248,7 @@ def _metadata(path: Path) -> Path | None:
 
 
 FORMAT = register(Format(
-    "webdataset", "WebDataset", lambda shard, opts: read_shard(shard, opts.caption_field), (".tar",),
+    "webdataset", "WebDataset", lambda shard, opts: read_shard(shard, opts.caption_field, opts.limits), (".tar",),
     sidecar=_metadata,
-    write_enhanced=lambda shard, out, new_caption, opts: write_enhanced(shard, out, new_caption, opts.caption_field)))
+    write_enhanced=lambda shard, out, new_caption, opts: write_enhanced(shard, out, new_caption, opts.caption_field,
+                                                                    opts.limits)))

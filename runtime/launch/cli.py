@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.data import limits
 from runtime.data.parquet_table import Columns
 from runtime.data.records import find_shards, pick
 from runtime.data.run import RunOptions, run_batch
@@ -35,6 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shard-index", type=int, default=0, metavar="I", help="this process's share: shards I, I+n, ...")
     g.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of processes splitting the shards")
     g.add_argument("--ray", action="store_true", help="score on a Ray cluster (RAY_ADDRESS, else a local one)")
+    lim = p.add_argument_group("limits (memory bounded by these, not by the input; runtime.data.limits)")
+    lim.add_argument("--max-caption-chars", type=int, default=limits.CAPTION_CHARS, metavar="N",
+                     help=f"a longer caption is that pair's error record (default {limits.CAPTION_CHARS:,})")
+    lim.add_argument("--max-caption-bytes", type=int, default=limits.CAPTION_BYTES, metavar="N",
+                     help=f"a caption of more UTF-8 bytes is that pair's error record (default {limits.CAPTION_BYTES:,})")
+    lim.add_argument("--max-member-bytes", type=int, default=limits.MEMBER_BYTES, metavar="N",
+                     help=f"a larger tar member or Parquet cell is that key's error record (default {limits.MEMBER_BYTES:,})")
     g.add_argument("--num-gpus", type=int, metavar="N",
                    help="--ray: number of scorer actors, one GPU each (default: all GPUs; with --device cpu, N CPU actors)")
 
@@ -59,7 +67,8 @@ def options(args: argparse.Namespace) -> RunOptions:
                       max_new_tokens=args.max_new_tokens, enhance_below=args.enhance_below,
                       enhanced_output=Path(args.enhanced_output) if args.enhanced_output else None,
                       keep_above=args.keep_above, caption_field=args.caption_field,
-                      columns=Columns(args.key_column, args.image_column, args.caption_column), quiet=args.quiet)
+                      columns=Columns(args.key_column, args.image_column, args.caption_column), quiet=args.quiet,
+                      limits=limits.Limits(args.max_caption_chars, args.max_caption_bytes, args.max_member_bytes))
 
 
 def run_dataset(args: argparse.Namespace, model: Path) -> int:
