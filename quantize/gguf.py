@@ -1,0 +1,168 @@
+"""An AITQE checkpoint -> a GGUF pair for llama.cpp: `python -m quantize.gguf --model SRC --type T --output DIR`.
+
+DIR gets a Qwen2 language-model GGUF (`quantize.gguf_text`), a clip.cpp mmproj GGUF
+(`quantize.gguf_vision`), the source tokenizer (the prompt is fed as the runtime's own token ids:
+a GGUF keeps neither Qwen2's NFC normalizer nor "special-token strings are text"), and
+`aitqe_gguf.json`, the manifest that says what the folder is. Both GGUFs are written with the PyPI
+`gguf` package; Q8_0 and Q4_K_M are made by llama.cpp's own quantizer (`llama_model_quantize` of
+llama-cpp-python) from a lossless intermediate. The mmproj is F32 for `--type f32`, else F16.
+
+Types: f32, f16 (plain conversion), q8_0, q4_k_m (need `pip install 'aitqe-edge[llama]'`).
+Every file is written under a temporary name and renamed; the manifest comes last, so a folder
+with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from gguf import LlamaFileType
+
+from quantize import gguf_text, gguf_vision
+from quantize.gguf_file import BF16, F16, F32, storage_kind, write_gguf
+from runtime.atomic import atomic_path
+from runtime.engine.llama_cpp import FORMAT, MANIFEST, VERSION, llama_cpp_module
+from runtime.errors import InputError
+from runtime.model.checkpoint import fingerprint, load_checkpoint, stored_dtype
+from runtime.model.config import load_config
+
+TOKENIZER = "tokenizer"
+# --type -> (llama.cpp file type, made by llama.cpp's quantizer)
+TYPES = {"f32": (LlamaFileType.ALL_F32, False), "f16": (LlamaFileType.MOSTLY_F16, False),
+         "q8_0": (LlamaFileType.MOSTLY_Q8_0, True), "q4_k_m": (LlamaFileType.MOSTLY_Q4_K_M, True)}
+FILE_TYPE = {F32: LlamaFileType.ALL_F32, F16: LlamaFileType.MOSTLY_F16, BF16: LlamaFileType.MOSTLY_BF16}
+
+
+@dataclass
+class GgufExport:
+    output: Path
+    manifest: dict
+    bytes: dict[str, int]  # per file of the manifest
+    seconds: float
+
+
+def _clear(output: Path, force: bool) -> None:
+    """Make `output` ready: absent, empty, or a previous export replaced with --force."""
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise InputError(f"--output {output} is a file; pass a folder")
+    old = output / MANIFEST
+    if old.exists() and force:
+        files = json.loads(old.read_text(encoding="utf-8")).get("files", {})
+        for name in files.values():
+            shutil.rmtree(output / name) if (output / name).is_dir() else (output / name).unlink(missing_ok=True)
+        old.unlink()
+    if any(output.iterdir()):
+        raise InputError(f"--output {output} is not empty" + (" (a GGUF export; add --force to replace it)"
+                                                               if old.exists() else "; pass a new folder"))
+
+
+def quantize_with_llama_cpp(source: Path, dest: Path, file_type: LlamaFileType, threads: int) -> None:
+    """llama.cpp's own quantizer (llama-quantize's code) from one GGUF to another."""
+    llama_cpp = llama_cpp_module()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = int(file_type), threads
+    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(dest).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise InputError(f"llama.cpp's quantizer failed ({file_type.name}, code {rc}); "
+                         "run with a smaller --type or report the checkpoint's shapes")
+
+
+def _save_tokenizer(tokenizer, folder: Path) -> None:
+    tmp = folder.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{folder.name}")
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_gguf(source: str | Path, output: str | Path, type: str = "f16", *, force: bool = False,
+                threads: int = 0) -> GgufExport:
+    """Write the GGUF pair, the tokenizer and the manifest of checkpoint `source` into folder `output`.
+    threads: for llama.cpp's quantizer (0: all cores). One-line InputError for what cannot be mapped."""
+    start = time.perf_counter()
+    if type not in TYPES:
+        raise InputError(f"unknown GGUF type {type!r}; use one of {', '.join(TYPES)}")
+    file_type, by_llama = TYPES[type]
+    if by_llama:
+        llama_cpp_module()  # refuse before any work when llama-cpp-python is missing
+    source, output = Path(source), Path(output)
+    if output.resolve() == source.resolve():
+        raise InputError("--output is the checkpoint folder itself; pass a new folder")
+    cfg = load_config(source)
+    ck = load_checkpoint(source, dtype=stored_dtype(cfg))
+    gguf_text.check_llm(ck)
+    gguf_vision.check_vision(ck)
+    _clear(output, force)
+    output.mkdir(parents=True, exist_ok=True)
+    name = source.resolve().name
+    llm_kind = F32 if type == "f32" else F16 if type == "f16" else storage_kind(stored_dtype(cfg))
+    mm_kind = F32 if type == "f32" else F16
+    files = {"language_model": f"{name}-{type}.gguf", "mmproj": f"mmproj-{name}-{mm_kind.name.lower()}.gguf",
+             "tokenizer": TOKENIZER}
+    with atomic_path(output / files["language_model"]) as tmp:
+        staged = tmp.with_name(tmp.name + f".{llm_kind.name.lower()}") if by_llama else tmp
+        try:
+            write_gguf(staged, gguf_text.ARCH, gguf_text.metadata(ck, name, int(FILE_TYPE[llm_kind])),
+                       gguf_text.tensors(ck, llm_kind))
+            if by_llama:
+                quantize_with_llama_cpp(staged, tmp, file_type, threads)
+        finally:
+            if by_llama:
+                staged.unlink(missing_ok=True)
+    with atomic_path(output / files["mmproj"]) as tmp:
+        write_gguf(tmp, gguf_vision.ARCH, gguf_vision.metadata(ck, name, int(FILE_TYPE[mm_kind])),
+                   gguf_vision.tensors(ck, mm_kind))
+    _save_tokenizer(ck.tokenizer, output / TOKENIZER)
+    spec = cfg.image
+    manifest = {
+        "format": FORMAT, "version": VERSION, "type": type,
+        "source": {"name": name, "fingerprint": fingerprint(source)},
+        "files": files, "language_model_type": type.upper(), "mmproj_type": mm_kind.name,
+        "image": {"size": spec.size, "mean": list(spec.mean), "std": list(spec.std), "resample": spec.resample,
+                  "rescale": spec.rescale},
+        "image_tokens": cfg.image_tokens, "hidden_size": cfg.llm.hidden_size, "vocab_size": cfg.llm.vocab_size,
+        "max_positions": cfg.llm.max_position_embeddings,
+        "eos": {"ids": list(cfg.eos.ids), "source": cfg.eos.source}, "pad_token_id": cfg.pad_token_id,
+        "prompt": "image embeddings, then the runtime's own prompt ids (runtime.prompt, tokenizer/); "
+                  "images squashed to size x size with PIL and handed over as RGB",
+    }
+    if cfg.note:
+        manifest["note"] = cfg.note
+    with atomic_path(output / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    sizes = {k: sum(f.stat().st_size for f in (output / v).rglob("*") if f.is_file()) if (output / v).is_dir()
+             else (output / v).stat().st_size for k, v in files.items()}
+    return GgufExport(output, manifest, sizes, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m quantize.gguf", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="AITQE checkpoint folder (16-bit)")
+    p.add_argument("--type", default="f16", choices=list(TYPES), help="the language model's GGUF type (default f16)")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing GGUF export in --output")
+    p.add_argument("--threads", type=int, default=0, help="threads for llama.cpp's quantizer (0: all cores)")
+    args = p.parse_args(argv)
+    try:
+        done = export_gguf(args.model, args.output, args.type, force=args.force, threads=args.threads)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{done.manifest['files'][k]} {v / 2**20:.2f} MiB" for k, v in done.bytes.items())
+    print(f"wrote {done.output}: {sizes}; {done.seconds:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
