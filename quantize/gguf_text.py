@@ -36,7 +36,7 @@ def _refuse(where, what: str) -> InputError:
 
 
 def check_llm(ck: Checkpoint) -> None:
-    """One-line InputError for a language-model setting llama.cpp's qwen2 graph would silently change."""
+    """One-line InputError for a language-model setting or tokenizer llama.cpp's qwen2 cannot reproduce."""
     llm, where = ck.config.llm, ck.config.root / "config.json"
     if llm.hidden_act != "silu":
         raise _refuse(where, f"hidden_act {llm.hidden_act!r} (qwen2 runs SiLU)")
@@ -44,6 +44,7 @@ def check_llm(ck: Checkpoint) -> None:
         raise _refuse(where, "use_sliding_window true (qwen2 attends to the whole context)")
     if llm.rope_parameters.get("rope_type", "default") != "default":
         raise _refuse(where, f"rope type {llm.rope_parameters['rope_type']!r} (qwen2 here: plain RoPE)")
+    vocabulary(ck)
 
 
 def _tokenizer_json(ck: Checkpoint) -> dict:
