@@ -8,7 +8,8 @@ strings as text), then greedy decoding (first maximum, as torch's argmax) with t
 end-of-generation ids, token budget and stop rule. llama.cpp's tokenizer and samplers are never used.
 
 Options: n_threads, n_gpu_layers (a CUDA/Metal build of llama-cpp-python offloads that many layers),
-n_ctx (positions per sequence), kv_f32 (an F32 KV cache instead of llama.cpp's F16 one).
+n_ctx (positions; default the model's trained context, at most MAX_CTX), kv_f32 (an F32 KV cache
+instead of llama.cpp's F16 one).
 `branch` evaluates another token in place of a chosen one on a second sequence sharing the KV
 cache: what the probability-weighted score needs for its "1" branch (runtime.engine.expected).
 """
@@ -27,6 +28,7 @@ import numpy as np
 from runtime.errors import InputError
 
 MANIFEST, FORMAT, VERSION = "aitqe_gguf.json", "aitqe-gguf", 1
+MAX_CTX = 4096  # default context: the model's trained one, at most this (AITQE needs ~729 + 100 + 384)
 INSTALL = "pip install 'aitqe-edge[llama]' (builds llama.cpp from source, about 10 CPU-minutes)"
 
 
@@ -70,7 +72,7 @@ class Generation:
 class LlamaCppModel:
     """A GGUF language model (and optionally its mmproj) loaded with llama-cpp-python."""
 
-    def __init__(self, model_path: str | Path, mmproj_path: str | Path | None = None, *, n_ctx: int = 2048,
+    def __init__(self, model_path: str | Path, mmproj_path: str | Path | None = None, *, n_ctx: int | None = None,
                  n_threads: int | None = None, n_gpu_layers: int = 0, kv_f32: bool = False, verbose: bool = False):
         self._model = self._ctx = self._mtmd = None
         self.lib = lib = llama_cpp_module(verbose)
@@ -80,6 +82,7 @@ class LlamaCppModel:
         self._model = lib.llama_model_load_from_file(str(model_path).encode(), mp)
         if not self._model:
             raise InputError(f"{model_path}: llama.cpp cannot load this GGUF; export it again")
+        n_ctx = n_ctx or min(MAX_CTX, lib.llama_model_n_ctx_train(self._model))
         cp = lib.llama_context_default_params()
         cp.n_ctx, cp.n_seq_max, cp.kv_unified, cp.no_perf = n_ctx, 2, True, True
         cp.n_batch = cp.n_ubatch = min(n_ctx, 512)
