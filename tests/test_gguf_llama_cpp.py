@@ -68,7 +68,7 @@ def golden_scorer():
 
 @pytest.fixture(scope="module")
 def golden_model(golden_export):
-    with LlamaCppModel.from_export(golden_export, n_ctx=256, n_threads=2, kv_f32=True) as m:
+    with LlamaCppModel.from_export(golden_export, n_ctx=256, n_threads=2) as m:  # F32 model: F32 KV cache
         yield m
 
 
@@ -93,7 +93,8 @@ def test_clip_cpp_embeddings_match_the_torch_tower(golden_model, golden_scorer):
         theirs = golden_model.image_embeddings(resized(rgb, golden_scorer.image_spec))
         ours = golden_scorer.image_embeddings(golden_scorer.prepare(Pair(rgb, "x"), 8).pixels[None])[0].numpy()
         assert theirs.shape == ours.shape == (16, 64)
-        assert np.linalg.norm(theirs - ours) / np.linalg.norm(ours) < 1e-3, name
+        # clip.cpp's projector GELU is the tanh form (AITQE's: erf), on CPU through an fp16 table
+        assert np.linalg.norm(theirs - ours) / np.linalg.norm(ours) < 5e-3, name
 
 
 @pytest.mark.parametrize("vision", ["torch", "clip"])

@@ -8,8 +8,9 @@ strings as text), then greedy decoding (first maximum, as torch's argmax) with t
 end-of-generation ids, token budget and stop rule. llama.cpp's tokenizer and samplers are never used.
 
 Options: n_threads, n_gpu_layers (a CUDA/Metal build of llama-cpp-python offloads that many layers),
-n_ctx (positions; default the model's trained context, at most MAX_CTX), kv_f32 (an F32 KV cache
-instead of llama.cpp's F16 one).
+n_ctx (positions; default the model's trained context, at most MAX_CTX), kv_f32 (an F32 KV cache; by
+default for an F32 model, else F16), flash_attn (off by default: llama.cpp's CPU flash attention
+rounds the queries to F16, which flipped 6 of the 35 golden cases' near-tied greedy picks).
 `branch` evaluates another token in place of a chosen one on a second sequence sharing the KV
 cache: what the probability-weighted score needs for its "1" branch (runtime.engine.expected).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import json
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,43 +75,52 @@ class LlamaCppModel:
     """A GGUF language model (and optionally its mmproj) loaded with llama-cpp-python."""
 
     def __init__(self, model_path: str | Path, mmproj_path: str | Path | None = None, *, n_ctx: int | None = None,
-                 n_threads: int | None = None, n_gpu_layers: int = 0, kv_f32: bool = False, verbose: bool = False):
-        self._model = self._ctx = self._mtmd = None
+                 n_threads: int | None = None, n_gpu_layers: int = 0, kv_f32: bool | None = None,
+                 flash_attn: bool = False, verbose: bool = False):
         self.lib = lib = llama_cpp_module(verbose)
+        self._frees: list[tuple[Callable, object]] = []  # (free function, handle), released in reverse order
+        self._release = weakref.finalize(self, _release, self._frees)
         lib.llama_backend_init()
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = n_gpu_layers
-        self._model = lib.llama_model_load_from_file(str(model_path).encode(), mp)
-        if not self._model:
-            raise InputError(f"{model_path}: llama.cpp cannot load this GGUF; export it again")
+        self._model = self._own(lib.llama_model_load_from_file(str(model_path).encode(), mp), lib.llama_model_free,
+                                f"{model_path}: llama.cpp cannot load this GGUF; export it again")
         n_ctx = n_ctx or min(MAX_CTX, lib.llama_model_n_ctx_train(self._model))
         cp = lib.llama_context_default_params()
         cp.n_ctx, cp.n_seq_max, cp.kv_unified, cp.no_perf = n_ctx, 2, True, True
         cp.n_batch = cp.n_ubatch = min(n_ctx, 512)
         if n_threads:
             cp.n_threads = cp.n_threads_batch = n_threads
-        if kv_f32:
+        if kv_f32 if kv_f32 is not None else lib.llama_model_ftype(self._model) == lib.LLAMA_FTYPE_ALL_F32:
             cp.type_k = cp.type_v = lib.GGML_TYPE_F32
-        self._ctx = lib.llama_init_from_model(self._model, cp)
-        if not self._ctx:
-            self.close()
-            raise InputError(f"llama.cpp cannot make a context of {n_ctx} positions; lower n_ctx")
+        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._ctx = self._own(lib.llama_init_from_model(self._model, cp), lib.llama_free,
+                              f"llama.cpp cannot make a context of {n_ctx} positions; lower n_ctx")
         self.n_ctx, self.n_batch = n_ctx, cp.n_batch
         self.n_embd = lib.llama_model_n_embd(self._model)
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self._model))
         self._memory = lib.llama_get_memory(self._ctx)
+        self._mtmd = None
         if mmproj_path is not None:
             from llama_cpp import mtmd_cpp
 
+            self._m = mtmd_cpp
             mtmd_cpp.mtmd_log_set(lib._logger.llama_log_callback, ctypes.c_void_p(0))
             p = mtmd_cpp.mtmd_context_params_default()
             p.use_gpu, p.print_timings, p.warmup = n_gpu_layers != 0, False, False
             if n_threads:
                 p.n_threads = n_threads
-            self._mtmd = mtmd_cpp.mtmd_init_from_file(str(mmproj_path).encode(), self._model, p)
-            if not self._mtmd:
-                self.close()
-                raise InputError(f"{mmproj_path}: clip.cpp cannot load this mmproj GGUF; export it again")
+            self._mtmd = self._own(mtmd_cpp.mtmd_init_from_file(str(mmproj_path).encode(), self._model, p),
+                                   mtmd_cpp.mtmd_free,
+                                   f"{mmproj_path}: clip.cpp cannot load this mmproj GGUF; export it again")
+
+    def _own(self, handle, free: Callable, error: str):
+        """A handle to free on close, or (NULL) InputError after freeing what was made before it."""
+        if not handle:
+            self.close()
+            raise InputError(error)
+        self._frees.append((free, handle))
+        return handle
 
     @classmethod
     def from_export(cls, folder: str | Path, **options) -> "LlamaCppModel":
@@ -124,8 +135,7 @@ class LlamaCppModel:
         tower's size (runtime.image.resized): clip.cpp then only rescales and normalizes them."""
         if self._mtmd is None:
             raise InputError("this llama.cpp model was loaded without its mmproj; pass image embeddings instead")
-        from llama_cpp import mtmd_cpp as m
-
+        m = self._m
         rgb = np.ascontiguousarray(pixels, dtype=np.uint8)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] != rgb.shape[1]:
             raise ValueError(f"pixels must be uint8 [S, S, 3], got {rgb.shape}")
@@ -218,15 +228,8 @@ class LlamaCppModel:
         return out
 
     def close(self) -> None:
-        if self._mtmd:
-            from llama_cpp import mtmd_cpp
-
-            mtmd_cpp.mtmd_free(self._mtmd)
-        if self._ctx:
-            self.lib.llama_free(self._ctx)
-        if self._model:
-            self.lib.llama_model_free(self._model)
-        self._model = self._ctx = self._mtmd = None
+        """Free llama.cpp's model, context and mtmd context (also done when the object is collected)."""
+        self._release()
 
     def __enter__(self) -> "LlamaCppModel":
         return self
@@ -234,5 +237,8 @@ class LlamaCppModel:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        self.close()
+
+def _release(frees: list[tuple[Callable, object]]) -> None:
+    while frees:
+        free, handle = frees.pop()
+        free(handle)
