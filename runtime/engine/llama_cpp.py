@@ -10,7 +10,9 @@ end-of-generation ids, token budget and stop rule. llama.cpp's tokenizer and sam
 Options: n_threads, n_gpu_layers (a CUDA/Metal build of llama-cpp-python offloads that many layers),
 n_ctx (positions; default the model's trained context, at most MAX_CTX), kv_f32 (an F32 KV cache; by
 default for an F32 model, else F16), flash_attn (off by default: llama.cpp's CPU flash attention
-rounds the queries to F16, which flipped 6 of the 35 golden cases' near-tied greedy picks).
+rounds the queries to F16, which flipped 6 of the 35 golden cases' near-tied greedy picks),
+cpu_repack (llama.cpp's repacked CPU weight layouts, AMX among them: faster for quantized models, off
+by default because a CPU that advertises AMX without the kernel granting it dies with SIGILL).
 `branch` evaluates another token in place of a chosen one on a second sequence sharing the KV
 cache: what the probability-weighted score needs for its "1" branch (runtime.engine.expected).
 """
@@ -76,13 +78,13 @@ class LlamaCppModel:
 
     def __init__(self, model_path: str | Path, mmproj_path: str | Path | None = None, *, n_ctx: int | None = None,
                  n_threads: int | None = None, n_gpu_layers: int = 0, kv_f32: bool | None = None,
-                 flash_attn: bool = False, verbose: bool = False):
+                 flash_attn: bool = False, cpu_repack: bool = False, verbose: bool = False):
         self.lib = lib = llama_cpp_module(verbose)
         self._frees: list[tuple[Callable, object]] = []  # (free function, handle), released in reverse order
         self._release = weakref.finalize(self, _release, self._frees)
         lib.llama_backend_init()
         mp = lib.llama_model_default_params()
-        mp.n_gpu_layers = n_gpu_layers
+        mp.n_gpu_layers, mp.use_extra_bufts = n_gpu_layers, cpu_repack
         self._model = self._own(lib.llama_model_load_from_file(str(model_path).encode(), mp), lib.llama_model_free,
                                 f"{model_path}: llama.cpp cannot load this GGUF; export it again")
         n_ctx = n_ctx or min(MAX_CTX, lib.llama_model_n_ctx_train(self._model))
