@@ -59,7 +59,10 @@ def _clear(output: Path, force: bool) -> None:
     if old.exists() and force:
         files = json.loads(old.read_text(encoding="utf-8")).get("files", {})
         for name in files.values():
-            shutil.rmtree(output / name) if (output / name).is_dir() else (output / name).unlink(missing_ok=True)
+            if (output / name).is_dir():
+                shutil.rmtree(output / name)
+            else:
+                (output / name).unlink(missing_ok=True)
         old.unlink()
     if any(output.iterdir()):
         raise InputError(f"--output {output} is not empty" + (" (a GGUF export; add --force to replace it)"

@@ -25,9 +25,15 @@ ARCH = "qwen2"
 # Qwen2's pre-tokenizer split (tokenizer.json of Qwen/Qwen2-7B), which llama.cpp knows as "qwen2".
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN2_PRE = {"type": "Sequence", "pretokenizers": [
-    {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
-    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+QWEN2_PRE = [{"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+             {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]  # (trim_offsets: offsets only)
+
+
+def is_qwen2_split(pre: dict | None) -> bool:
+    """Whether a tokenizer.json pre-tokenizer splits and maps bytes exactly as Qwen2's does."""
+    parts = (pre or {}).get("pretokenizers") if (pre or {}).get("type") == "Sequence" else None
+    return isinstance(parts, list) and len(parts) == 2 and all(
+        {k: v for k, v in part.items() if k != "trim_offsets"} == want for part, want in zip(parts, QWEN2_PRE))
 
 
 def _refuse(where, what: str) -> InputError:
@@ -58,7 +64,7 @@ def vocabulary(ck: Checkpoint) -> tuple[list[str], list[int], list[str]]:
     """(tokens, token types, merges) for `vocab_size` embedding rows, or a one-line InputError."""
     tj, where = _tokenizer_json(ck), ck.config.root / "tokenizer.json"
     model = tj.get("model") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback") or tj.get("pre_tokenizer") != QWEN2_PRE:
+    if model.get("type") != "BPE" or model.get("byte_fallback") or not is_qwen2_split(tj.get("pre_tokenizer")):
         raise InputError(f"{where}: not Qwen2's byte-level BPE with Qwen2's split rule; llama.cpp selects "
                          "pre-tokenizers by name (qwen2) and has none for this one, so it cannot be exported as GGUF")
     if (tj.get("normalizer") or {"type": "NFC"}).get("type") != "NFC":

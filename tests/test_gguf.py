@@ -164,3 +164,17 @@ def test_output_folder_rules_and_command_line(golden_f32, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
+
+
+def test_qwen2_split_rule_is_recognised_as_qwen2s_own_tokenizer_json_writes_it():
+    from quantize.gguf_text import QWEN2_SPLIT, is_qwen2_split
+
+    qwen2_7b = {"type": "Sequence", "pretokenizers": [  # Qwen/Qwen2-7B tokenizer.json
+        {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    assert is_qwen2_split(qwen2_7b)
+    split_first_newline = {"type": "Sequence", "pretokenizers": [  # quantize.llava's export: a rule GGUF cannot hold
+        {"type": "Split", "pattern": {"Regex": "\\A\\n"}, "behavior": "Isolated", "invert": False}, qwen2_7b]}
+    assert not is_qwen2_split(split_first_newline)
+    assert not is_qwen2_split({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True})
+    assert not is_qwen2_split(None)
