@@ -129,8 +129,9 @@ def held_out(n: int) -> list[tuple]:
     """n held-out demo pairs, then the traps: a non-square image (the runtime squashes it, clip.cpp's
     own resize would letterbox it), a caption holding special-token strings, one with decomposed characters."""
     examples = [e for _, e in demo_examples(n, 4242, "evaluation", 48)]
+    wide = examples[0].image.resize((96, 64))
     return [(e.image, e.caption) for e in examples] + [
-        (examples[0].image.resize((96, 64)), examples[0].caption), (examples[1].image, SPECIAL), (examples[2].image, NFD)]
+        (wide, examples[0].caption), (examples[1].image, SPECIAL), (examples[2].image, NFD)]
 
 
 def reference(scorer: Scorer, pairs: list[tuple], output_all: bool, batch: int = 16) -> list[list[int]]:
