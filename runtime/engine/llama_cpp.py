@@ -206,16 +206,16 @@ class LlamaCppModel:
             raise InputError(f"{length} prompt positions + {max_new_tokens} new tokens exceed the context of "
                              f"{self.n_ctx}; load the model with a larger n_ctx")
         self.lib.llama_memory_clear(self._memory, True)
-        self._decode(0, 0, embeddings=embeds)
-        row = self._decode(embeds.shape[0], 0, tokens=list(prompt_ids), logits=True)
+        row = self._decode(0, 0, embeddings=embeds, logits=not prompt_ids)
+        if prompt_ids:
+            row = self._decode(embeds.shape[0], 0, tokens=list(prompt_ids), logits=True)
         prefill = time.perf_counter() - start
-        out = Generation([], [] if logits else None)
-        eos = set(eos_ids)
+        out, rows, eos = Generation([], None), [], set(eos_ids)
         for k in range(max_new_tokens):
-            token = int(np.argmax(row))
+            token = int(np.argmax(row))  # the first maximum, as torch.argmax
             out.ids.append(token)
             if logits:
-                out.logits.append(row)
+                rows.append(row)
             other = branch(out.ids) if branch else None
             if other is not None:
                 self.lib.llama_memory_seq_cp(self._memory, 0, 1, -1, -1)
@@ -225,7 +225,7 @@ class LlamaCppModel:
                 break
             row = self._decode(length + k, 0, tokens=[token], logits=True)
         if logits:
-            out.logits = np.stack(out.logits) if out.logits else np.zeros((0, self.n_vocab), np.float32)
+            out.logits = np.stack(rows) if rows else np.zeros((0, self.n_vocab), np.float32)
         out.prefill_seconds, out.seconds = prefill, time.perf_counter() - start
         return out
 
