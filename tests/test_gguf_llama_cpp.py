@@ -4,7 +4,8 @@
   read the metadata written (qwen2 pre-tokenizer, vocabulary, projector) and tokenize as our tokenizer.
 - Golden: the 35 cases of tests/data/faithfulness through an F32 export of the golden checkpoint, with
   the image embeddings from the torch tower and from clip.cpp (handed our PIL-squashed pixels): the
-  original AITQE code's 40 greedy ids in both modes, its first-step logits within 0.05.
+  original AITQE code's 40 greedy ids in both modes, its first-step logits within 1e-4 (torch tower)
+  and 0.05 (clip.cpp).
 - Demo: held-out demo pairs, a non-square image and captions holding special-token strings and
   decomposed characters: the ids of the torch runtime's reference engine with an F16 export (8 + 3
   pairs, both modes and both image paths; 100 + 3 pairs, slow); the Q8_0 and Q4_K_M exports made by
@@ -103,7 +104,8 @@ def test_golden_cases_give_the_originals_ids(golden_model, golden_scorer, vision
         got.append(g.ids)
         worst = max(worst, float(np.abs(g.logits[0] - np.asarray(case["first_step_logits"])).max()))
     assert got == [c[f"new_ids_{mode}"] for c in CASES]
-    assert worst < 0.05
+    # measured: 1.8e-5 with the torch tower's embeddings (golden.json rounds to 1e-5), 0.011 through clip.cpp
+    assert worst < (1e-4 if vision == "torch" else 0.05)
 
 
 def test_branch_evaluates_another_token_without_disturbing_the_greedy_path(golden_model, golden_scorer):
