@@ -49,24 +49,29 @@ class GgufExport:
     seconds: float
 
 
-def _clear(output: Path, force: bool) -> None:
-    """Make `output` ready: absent, empty, or a previous export replaced with --force."""
+def _clear(output: Path, force: bool, *, remove: bool) -> None:
+    """Check that `output` can take the export (absent, empty, or a previous export and --force);
+    with `remove`, delete that previous export's files."""
     if not output.exists():
         return
     if not output.is_dir():
         raise InputError(f"--output {output} is a file; pass a folder")
     old = output / MANIFEST
+    others = [p for p in output.iterdir() if p != old]
     if old.exists() and force:
-        files = json.loads(old.read_text(encoding="utf-8")).get("files", {})
-        for name in files.values():
+        files = set(json.loads(old.read_text(encoding="utf-8")).get("files", {}).values())
+        others = [p for p in others if p.name not in files]
+        for name in files if remove else ():
             if (output / name).is_dir():
                 shutil.rmtree(output / name)
             else:
                 (output / name).unlink(missing_ok=True)
-        old.unlink()
-    if any(output.iterdir()):
-        raise InputError(f"--output {output} is not empty" + (" (a GGUF export; add --force to replace it)"
-                                                               if old.exists() else "; pass a new folder"))
+        if remove:
+            old.unlink()
+    elif old.exists():
+        raise InputError(f"--output {output} holds a GGUF export; add --force to replace it")
+    if others:
+        raise InputError(f"--output {output} is not empty; pass a new folder")
 
 
 def quantize_with_llama_cpp(source: Path, dest: Path, file_type: LlamaFileType, threads: int) -> None:
@@ -102,11 +107,12 @@ def export_gguf(source: str | Path, output: str | Path, type: str = "f16", *, fo
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
         raise InputError("--output is the checkpoint folder itself; pass a new folder")
+    _clear(output, force, remove=False)  # before the (possibly long) load
     cfg = load_config(source)
     ck = load_checkpoint(source, dtype=stored_dtype(cfg))
     gguf_text.check_llm(ck)
     gguf_vision.check_vision(ck)
-    _clear(output, force)
+    _clear(output, force, remove=True)
     output.mkdir(parents=True, exist_ok=True)
     name = source.resolve().name
     llm_kind = F32 if type == "f32" else F16 if type == "f16" else storage_kind(stored_dtype(cfg))
