@@ -24,15 +24,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gguf import LlamaFileType
+from gguf import GGMLQuantizationType, LlamaFileType
 
 from quantize import gguf_text, gguf_vision
 from quantize.gguf_file import BF16, F16, F32, storage_kind, write_gguf
 from runtime.atomic import atomic_path
 from runtime.engine.llama_cpp import FORMAT, MANIFEST, VERSION, llama_cpp_module
 from runtime.errors import InputError
-from runtime.model.checkpoint import fingerprint, load_checkpoint, stored_dtype
-from runtime.model.config import load_config
+from runtime.model.checkpoint import Checkpoint, fingerprint, load_checkpoint, stored_dtype
+from runtime.model.config import AITQEConfig, load_config
 
 TOKENIZER = "tokenizer"
 # --type -> (llama.cpp file type, made by llama.cpp's quantizer)
@@ -94,6 +94,42 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _write_language_model(ck: Checkpoint, path: Path, name: str, kind: GGMLQuantizationType,
+                          quantized: LlamaFileType | None, threads: int) -> None:
+    """The qwen2 GGUF in `kind`; with `quantized`, staged in `kind` and then quantized by llama.cpp."""
+    with atomic_path(path) as tmp:
+        staged = tmp.with_name(tmp.name + f".{kind.name.lower()}") if quantized else tmp
+        try:
+            write_gguf(staged, gguf_text.ARCH, gguf_text.metadata(ck, name, int(FILE_TYPE[kind])),
+                       gguf_text.tensors(ck, kind))
+            if quantized:
+                quantize_with_llama_cpp(staged, tmp, quantized, threads)
+        finally:
+            if quantized:
+                staged.unlink(missing_ok=True)
+
+
+def _manifest(cfg: AITQEConfig, type: str, name: str, source_fingerprint: str, files: dict,
+              mm_kind: GGMLQuantizationType) -> dict:
+    """What `--model DIR` needs to know of the export (aitqe_gguf.json)."""
+    spec = cfg.image
+    manifest = {
+        "format": FORMAT, "version": VERSION, "type": type,
+        "source": {"name": name, "fingerprint": source_fingerprint},
+        "files": files, "language_model_type": type.upper(), "mmproj_type": mm_kind.name,
+        "image": {"size": spec.size, "mean": list(spec.mean), "std": list(spec.std), "resample": spec.resample,
+                  "rescale": spec.rescale},
+        "image_tokens": cfg.image_tokens, "hidden_size": cfg.llm.hidden_size, "vocab_size": cfg.llm.vocab_size,
+        "max_positions": cfg.llm.max_position_embeddings,
+        "eos": {"ids": list(cfg.eos.ids), "source": cfg.eos.source}, "pad_token_id": cfg.pad_token_id,
+        "prompt": "image embeddings, then the runtime's own prompt ids (runtime.prompt, tokenizer/); "
+                  "images squashed to size x size with PIL and handed over as RGB",
+    }
+    if cfg.note:
+        manifest["note"] = cfg.note
+    return manifest
+
+
 def export_gguf(source: str | Path, output: str | Path, type: str = "f16", *, force: bool = False,
                 threads: int = 0) -> GgufExport:
     """Write the GGUF pair, the tokenizer and the manifest of checkpoint `source` into folder `output`.
@@ -119,35 +155,13 @@ def export_gguf(source: str | Path, output: str | Path, type: str = "f16", *, fo
     mm_kind = F32 if type == "f32" else F16
     files = {"language_model": f"{name}-{type}.gguf", "mmproj": f"mmproj-{name}-{mm_kind.name.lower()}.gguf",
              "tokenizer": TOKENIZER}
-    with atomic_path(output / files["language_model"]) as tmp:
-        staged = tmp.with_name(tmp.name + f".{llm_kind.name.lower()}") if by_llama else tmp
-        try:
-            write_gguf(staged, gguf_text.ARCH, gguf_text.metadata(ck, name, int(FILE_TYPE[llm_kind])),
-                       gguf_text.tensors(ck, llm_kind))
-            if by_llama:
-                quantize_with_llama_cpp(staged, tmp, file_type, threads)
-        finally:
-            if by_llama:
-                staged.unlink(missing_ok=True)
+    _write_language_model(ck, output / files["language_model"], name, llm_kind, file_type if by_llama else None,
+                          threads)
     with atomic_path(output / files["mmproj"]) as tmp:
         write_gguf(tmp, gguf_vision.ARCH, gguf_vision.metadata(ck, name, int(FILE_TYPE[mm_kind])),
                    gguf_vision.tensors(ck, mm_kind))
     _save_tokenizer(ck.tokenizer, output / TOKENIZER)
-    spec = cfg.image
-    manifest = {
-        "format": FORMAT, "version": VERSION, "type": type,
-        "source": {"name": name, "fingerprint": fingerprint(source)},
-        "files": files, "language_model_type": type.upper(), "mmproj_type": mm_kind.name,
-        "image": {"size": spec.size, "mean": list(spec.mean), "std": list(spec.std), "resample": spec.resample,
-                  "rescale": spec.rescale},
-        "image_tokens": cfg.image_tokens, "hidden_size": cfg.llm.hidden_size, "vocab_size": cfg.llm.vocab_size,
-        "max_positions": cfg.llm.max_position_embeddings,
-        "eos": {"ids": list(cfg.eos.ids), "source": cfg.eos.source}, "pad_token_id": cfg.pad_token_id,
-        "prompt": "image embeddings, then the runtime's own prompt ids (runtime.prompt, tokenizer/); "
-                  "images squashed to size x size with PIL and handed over as RGB",
-    }
-    if cfg.note:
-        manifest["note"] = cfg.note
+    manifest = _manifest(cfg, type, name, fingerprint(source), files, mm_kind)
     with atomic_path(output / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     sizes = {k: sum(f.stat().st_size for f in (output / v).rglob("*") if f.is_file()) if (output / v).is_dir()
