@@ -40,9 +40,11 @@ except ImportError as e:  # scipy, rouge-score, matplotlib
     sys.exit(f"error: python -m bench needs {e.name}; install it with: pip install -e '.[bench]'")
 from bench.cost import CAPS_GIB
 from quantize.bundle import bundle_bytes, versions
+from runtime.atomic import write_text
 from runtime.errors import InputError
-from runtime.formats.manifest import is_bundle, read_manifest
+from runtime.formats.manifest import read_manifest
 from runtime.model.config import load_config
+from runtime.model.locate import locate
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Scorer
 
 
@@ -57,15 +59,13 @@ def environment(device: str) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def describe(path: Path) -> dict:
+def describe(path: Path, what: str) -> dict:
     """Name, method, bits per backbone weight, disk bytes and image size of a checkpoint or bundle folder."""
-    if is_bundle(path):
+    if locate(path, what).kind == "bundle":
         m = read_manifest(path)
         return {"name": path.name, "path": str(path), "method": m.backbone.method,
                 "bits_per_weight": m.backbone.bits_per_weight, "disk_bytes": bundle_bytes(path),
                 "image_size": m.image.size, "calibration": None if m.calibration is None else m.calibration.source}
-    if not (path / "config.json").is_file():
-        raise InputError(f"{path}: not an AITQE checkpoint or bundle (no config.json or manifest.json)")
     return {"name": path.name, "path": str(path), "method": "checkpoint", "bits_per_weight": 16.0,
             "disk_bytes": bundle_bytes(path), "image_size": load_config(path).image.size}
 
@@ -115,14 +115,14 @@ def accuracy(args, r: dict, pairs, out: Path) -> None:
 
 def model_variants(args, out: Path) -> tuple[list[dict], Path, list, str]:
     """The reference first, then the candidates, and the evaluation pairs; checked before anything runs."""
-    ref = dict(describe(Path(args.reference)), role="reference")
+    ref = dict(describe(Path(args.reference), "--reference"), role="reference")
     if ref["method"] not in ("checkpoint", "bf16", "fp16"):
         raise InputError(f"--reference {args.reference}: a {ref['method']} bundle; the reference must be 16-bit "
                          "(a checkpoint or a bf16/fp16 bundle)")
-    cands = [dict(describe(Path(c)), role="candidate") for c in args.candidates]
+    cands = [dict(describe(Path(c), "--candidates"), role="candidate") for c in args.candidates]
     pairs_file, source, pairs = evaluation_pairs(args.pairs, args.limit, ref["image_size"], out)
     for c in cands:
-        seen = calibration_overlap(read_manifest(c["path"]) if is_bundle(c["path"]) else None, pairs)
+        seen = calibration_overlap(read_manifest(c["path"]) if c["method"] != "checkpoint" else None, pairs)
         if seen:
             raise InputError(f"--candidates {c['path']}: calibrated on {len(seen)} of the evaluation pairs (e.g. "
                              f"{seen[0]!r}); evaluate it on pairs it was not calibrated on")
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(r, indent=2, default=str))
+        write_text(out / "results.json", json.dumps(r, indent=2, default=str))
         print(f"interrupted; what was measured is in {out / 'results.json'}", file=sys.stderr)
         return 130
     print("\n".join(report.main_table(r) + [""] + report.engine_table(r)))

@@ -30,8 +30,9 @@ from itertools import cycle, islice
 import torch
 
 from bench.ceilings import sync
+from bench.weights import backbone_shape, linear_flops_per_token, linear_kernels, weight_bytes
 from runtime.errors import InputError
-from runtime.pairs import read_pairs
+from runtime.data.jsonl import read_jsonl
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer
 
 CAPS_GIB = (24, 16, 12, 8)
@@ -75,8 +76,7 @@ def run_once(scorer: Scorer, pairs: list[Pair], output_all: bool, max_new_tokens
 
 def set_batch(scorer: Scorer, b: int) -> None:
     """Decode b rows together, as `runtime.score --batch-size b` does."""
-    if hasattr(scorer.decoder, "set_slots"):
-        scorer.decoder.set_slots(b)
+    scorer.decoder.set_slots(b)
 
 
 class Busy:
@@ -211,53 +211,6 @@ def capped_fit(scorer: Scorer, pairs: list[Pair], batches: list[int], output_all
     return fit
 
 
-def tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes a tensor holds; a wrapper tensor subclass (torchao's Float8Tensor) counts its inner tensors."""
-    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
-        names, _ = t.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(t, n)) for n in names)
-    return t.numel() * t.element_size()
-
-
-def weight_bytes(llm) -> tuple[int, int]:
-    """Bytes of the backbone's parameters and buffers, and of those read per decode step (all but the
-    input embedding table, of which a step reads one row)."""
-    tensors = {id(t): t for t in {id(t): t for t in [*llm.parameters(), *llm.buffers()]}.values()}
-    total = sum(tensor_bytes(t) for t in tensors.values())
-    emb = llm.get_input_embeddings().weight
-    return total, total - tensor_bytes(emb)
-
-
-def linear_kernels(llm) -> list[str]:
-    """What computes the backbone's linear layers: the quantized layer classes (GPTQModel's MarlinLinear,
-    bitsandbytes' Linear4bit, ...), or Linear[weight type] for torch Linear layers."""
-    names = set()
-    for name, m in llm.named_modules():
-        if not name.startswith("model.layers.") or "Linear" not in type(m).__name__:
-            continue
-        if type(m) is not torch.nn.Linear:
-            names.add(type(m).__name__)
-        else:
-            w = m.weight
-            names.add(f"Linear[{str(w.dtype).removeprefix('torch.') if type(w) is torch.nn.Parameter else type(w).__name__}]")
-    return sorted(names)
-
-
-def linear_flops_per_token(cfg) -> int:
-    """2 x the decoder's linear-layer weights (attention projections + MLP), from the config."""
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    q, kv = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
-    per_layer = cfg.hidden_size * (2 * q + 2 * kv) + 3 * cfg.hidden_size * cfg.intermediate_size
-    return 2 * per_layer * cfg.num_hidden_layers
-
-
-def backbone_shape(cfg) -> dict:
-    """What the projection (bench.projection) needs of the backbone's config."""
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return {"layers": cfg.num_hidden_layers, "q_dim": cfg.num_attention_heads * head_dim,
-            "kv_dim": cfg.num_key_value_heads * head_dim, "hidden": cfg.hidden_size, "vocab": cfg.vocab_size}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cost", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="checkpoint or bundle folder")
@@ -280,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     try:
-        pairs = [Pair(r.image, r.caption, r.id) for r in read_pairs(args.pairs) if r.error is None]
+        pairs = [Pair(r.image, r.caption, r.id) for r in read_jsonl(args.pairs) if r.error is None]
         if not pairs:
             raise InputError(f"--pairs {args.pairs}: no usable pairs")
         base = proc_status("VmRSS")
@@ -292,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         llm = scorer.llm
         stream = with_lengths(list(islice(cycle(pairs), args.stream_pairs)), args.lengths)
         r = {"model": args.model, "device": args.device, "engine": scorer.engine,
-             "compiled": getattr(scorer.decoder, "compiled", False), "lengths": args.lengths,
+             "compiled": scorer.decoder.compiled, "lengths": args.lengths,
              "load_s": time.perf_counter() - start,
              "load_peak_bytes": peak(args.device, base), "output_all": args.output_all,
              "max_new_tokens": args.max_new_tokens, "image_tokens": scorer.image_tokens,

@@ -13,6 +13,7 @@ try:
 except ImportError as e:  # scipy, rouge-score
     sys.exit(f"error: python -m bench.demo needs {e.name}; install it with: pip install -e '.[bench]'")
 from runtime.demo import DEMO_MODEL
+from runtime.atomic import write_text
 from runtime.errors import InputError
 from runtime.scorer import Scorer
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(report(r))
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2))
+        write_text(Path(args.json), json.dumps(r, indent=2))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.projection import projection_rows
 from bench.report import med
+from runtime.atomic import write_text
 
 GIB = 2**30
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     tower = load(out / "tower.json")
     summary = {"environment": env, "methods": rows, "checks": checks(rows), "tower": tower,
                "projection": projection_rows(r) if r else []}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"\n## GPU check summary: {env.get('device_name', '?')} (capability {env.get('capability', '?')}), "
           f"{r and r.get('synthetic')} shapes, random weights")
     print("\n".join(table(rows) + [""] + tower_lines(tower) + ["", "| check | value | result |", "|---|---|---|"]

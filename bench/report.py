@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.projection import projection_rows  # noqa: E402
+from runtime.atomic import atomic_path, write_text  # noqa: E402
 
 GIB, MIB = 2**30, 2**20
 
@@ -211,7 +212,7 @@ def write_markdown(r: dict, path: Path, caps: tuple[int, ...]) -> None:
     errors = [v for v in r["variants"] if v.get("cost_error") or v.get("accuracy_error")]
     if errors:
         lines += ["## Errors", ""] + [f"- {v['name']}: {v.get('cost_error') or v.get('accuracy_error')}" for v in errors]
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def write_plots(r: dict, out: Path) -> list[str]:
@@ -229,7 +230,8 @@ def write_plots(r: dict, out: Path) -> list[str]:
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
         plt.close(fig)
         written.append(name)
 
@@ -247,7 +249,8 @@ def write_plots(r: dict, out: Path) -> list[str]:
     ax.set(ylabel="pairs/s at the best batch size", title="throughput")
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=120)
+    with atomic_path(out / "throughput.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return written + ["throughput.png"]
 
@@ -258,7 +261,7 @@ def write(r: dict, out: Path, caps: tuple[int, ...], plots: bool = True) -> list
     if plots:
         r["plots"] = write_plots(r, out)
         files += r["plots"]
-    (out / "results.json").write_text(json.dumps(r, indent=2, default=str))
+    write_text(out / "results.json", json.dumps(r, indent=2, default=str))
     write_markdown(r, out / "report.md", caps)
     return files
 

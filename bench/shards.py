@@ -4,8 +4,7 @@
 
 Writes demo-world shards (img2dataset layout, JPEG images of each --image-size) into a temporary
 folder, then scores them the way `python -m runtime.score --input SHARDS` does
-(`runtime.data.stream.score_shards`: tar reader -> one `Scorer.score_stream(workers=N)` -> verdict
-rows): reading, decoding, preprocessing, model. One untimed warm-up pass on one shard, then
+(`runtime.data.stream.score_records`: tar reader -> one `Scorer.score_stream(workers=N)` -> verdicts): reading, decoding, preprocessing, model. One untimed warm-up pass on one shard, then
 --repeats rounds of one timed pass per setting, the settings taken in turn (round robin) so that
 load from other processes on the machine falls on all of them alike. Each pass starts its reader workers anew (spawned processes that import
 torch: seconds), as each run of the CLI does once, so two rates are printed: steady (pairs of
@@ -28,9 +27,11 @@ from pathlib import Path
 
 import torch
 
+from runtime.atomic import write_text
+from runtime.data.formats import read_records
 from runtime.data.records import find_shards
-from runtime.data.run import RunOptions, read_records
-from runtime.data.stream import score_shards
+from runtime.data.run import RunOptions
+from runtime.data.stream import score_records
 from runtime.demo import DEMO_MODEL
 from runtime.demo.shards import pairs, write_webdataset
 from runtime.scorer import Scorer
@@ -40,14 +41,17 @@ def time_pass(scorer: Scorer, shards, opts: RunOptions) -> dict:
     """One pass over the shards as the CLI makes it (one stream): the whole pass's pairs/s (worker
     start included) and the steady pairs/s from the first shard's end to the last's."""
     start = time.perf_counter()
-    ends, rows = [], []
-    for done in score_shards(scorer, shards, lambda s: read_records(s, opts), opts, "bench"):
-        ends.append(time.perf_counter())
-        rows.append(done.rows)
-    total = sum(len(r) for r in rows)
-    steady = sum(len(r) for r in rows[1:]) / (ends[-1] - ends[0]) if len(ends) > 1 else None
-    return {"whole": total / (ends[-1] - start), "steady": steady,
-            "pairs": total, "errors": sum(x["error"] is not None for r in rows for x in r)}
+    ends, counts, errors = [], [0], 0
+    for event in score_records(scorer, [(s, read_records(s, opts)) for s in shards], opts):
+        if event.record is None:  # a shard's end
+            ends.append(time.perf_counter())
+            counts.append(0)
+            continue
+        counts[-1] += 1
+        errors += (event.record.error if event.verdict is None else event.verdict.error) is not None
+    total = sum(counts)
+    steady = sum(counts[1:]) / (ends[-1] - ends[0]) if len(ends) > 1 else None
+    return {"whole": total / (ends[-1] - start), "steady": steady, "pairs": total, "errors": errors}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {size} | {workers} | {row['steady_pairs_per_s']:.1f} | {min(steady):.1f}-{max(steady):.1f} | "
                   f"{row['whole_pass_pairs_per_s']:.1f} | {row['pairs']} | {row['errors']} |", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_text(Path(args.json), json.dumps(results, indent=2))
     return 0
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from calibration.split import RULE, demo_pairs, file_pairs
+from runtime.atomic import atomic_path
 from runtime.errors import InputError
 from runtime.formats.manifest import Calibration
 from runtime.scorer import Pair, Scorer
@@ -105,10 +106,8 @@ def save(cs: CalibrationSet, path: str | Path) -> Path:
         tensors[f"ids.{i}"] = torch.tensor(ids, dtype=torch.int64)
         if img is not None:
             tensors[f"image.{i}"] = img.contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"provenance": json.dumps(cs.provenance)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"provenance": json.dumps(cs.provenance)})
     return path
 
 

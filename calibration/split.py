@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from runtime.errors import InputError
-from runtime.pairs import read_pairs
+from runtime.data.jsonl import read_jsonl
 from runtime.scorer import Pair
 
 CALIBRATION_PERCENT = 20
@@ -59,7 +59,7 @@ def demo_pairs(n: int, seed: int, split: str, size: int | None = None) -> list[P
 
 def file_pairs(path: str | Path, n: int, split: str, seed: int | None = None) -> list[Pair]:
     """Up to `n` usable pairs of a pairs file that fall in `split`: in file order, or sampled with `seed`."""
-    rows = [r for r in read_pairs(path) if r.error is None]
+    rows = [r for r in read_jsonl(path) if r.error is None]
     if not rows:
         raise InputError(f"{path}: no usable pairs; each line needs id, image, caption")
     rows = [r for r in rows if split_of(r.id) == split]

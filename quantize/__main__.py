@@ -18,8 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from quantize.backbone import CalibrationOptions, add_calibration_args, add_method_args, method_config
+from quantize.backbone import CalibrationOptions, add_calibration_args
 from quantize.bundle import VISION, build_bundle, bundle_bytes
+from quantize.options import add_method_args, method_config
 from runtime.errors import InputError
 
 

@@ -3,9 +3,9 @@
 
     python -m quantize.backbone --model SRC --method M --output DIR [method options]
 
-writes only the backbone folder (a standard transformers Qwen2ForCausalLM folder); `python -m
-quantize` writes a whole bundle. The methods are `runtime.formats.METHODS`; each reads the 16-bit
-backbone saved as a plain folder.
+writes only the backbone folder (a standard transformers Qwen2ForCausalLM folder), atomically;
+`python -m quantize` writes a whole bundle. The methods are `runtime.formats.METHODS`; each reads
+the 16-bit backbone saved as a plain folder; their options come from their configs (quantize.options).
 """
 
 from __future__ import annotations
@@ -19,34 +19,9 @@ from typing import Any
 
 from calibration.build import CalibrationSet
 from runtime.errors import InputError
-from runtime.formats import METHODS, method
-from runtime.formats.bnb import BnbNf4Config
+from runtime.formats import method
 from runtime.formats.manifest import Backbone
-from runtime.model.checkpoint import DTYPES, Checkpoint, stored_dtype
-
-# config field -> its value from the command line
-OPTIONS = {
-    "group_size": lambda a: a.group_size, "act_order": lambda a: a.act_order, "sym": lambda a: not a.asym,
-    "damp": lambda a: a.damp, "double_quant": lambda a: not a.no_double_quant,
-    "compute_dtype": lambda a: a.compute_dtype, "threshold": lambda a: a.int8_threshold,
-    "quantize_lm_head": lambda a: a.quantize_lm_head, "granularity": lambda a: a.fp8_granularity,
-}
-
-
-def add_method_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True, choices=list(METHODS))
-    g = p.add_argument_group("method options")
-    g.add_argument("--group-size", type=int, default=128, help="gptq: weights per scale (-1: per row)")
-    g.add_argument("--act-order", action="store_true", help="gptq: act-order (desc_act)")
-    g.add_argument("--asym", action="store_true", help="gptq: asymmetric grid (vLLM's Marlin needs symmetric)")
-    g.add_argument("--damp", type=float, default=0.01, help="gptq: Hessian dampening")
-    g.add_argument("--no-double-quant", action="store_true", help="bnb-nf4: do not quantize the scales")
-    g.add_argument("--compute-dtype", choices=list(DTYPES), default=BnbNf4Config.compute_dtype,
-                   help="bnb-nf4 matmul dtype")
-    g.add_argument("--int8-threshold", type=float, default=6.0, help="bnb-int8 outlier threshold")
-    g.add_argument("--quantize-lm-head", action="store_true", help="bnb, fp8: quantize lm_head too")
-    g.add_argument("--fp8-granularity", choices=["row", "tensor"], default="row",
-                   help="fp8: a float8 scale per output row and token (row) or one per tensor")
+from runtime.model.checkpoint import Checkpoint, stored_dtype
 
 
 def add_calibration_args(p: argparse.ArgumentParser) -> None:
@@ -71,18 +46,6 @@ class CalibrationOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CalibrationOptions:
         return cls(args.calibration, args.calibration_samples, args.calibration_text_only, args.seed)
-
-
-def method_config(args: argparse.Namespace) -> Any:
-    """The --method's config from the command line's method options."""
-    defaults = method(args.method).config()
-    names = {f.name for f in dataclasses.fields(defaults)}
-    if args.quantize_lm_head and "quantize_lm_head" not in names:
-        raise InputError(f"--quantize-lm-head is supported by the bnb and fp8 methods only, not {args.method}")
-    try:
-        return dataclasses.replace(defaults, **{k: fn(args) for k, fn in OPTIONS.items() if k in names})
-    except ValueError as e:
-        raise InputError(str(e)) from e
 
 
 def calibration_for(opts: CalibrationOptions, ck: Checkpoint, source_fingerprint: str) -> CalibrationSet:
@@ -137,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     import tempfile
 
+    from quantize.options import add_method_args, method_config
+    from runtime.atomic import atomic_folder
     from runtime.model.checkpoint import fingerprint, load_checkpoint
+    from runtime.model.locate import kind_of
 
     p = argparse.ArgumentParser(prog="python -m quantize.backbone", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -148,15 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         config = method_config(args)
+        out = Path(args.output)
+        if kind_of(out) != "missing":
+            raise InputError(f"{out} already exists; choose another --output")
         ck = load_checkpoint(args.model)
         cal = (calibration_for(CalibrationOptions.from_args(args), ck, fingerprint(args.model))
                if method(args.method).calibrated else None)
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=False)
-        with tempfile.TemporaryDirectory() as work:
-            entry = quantize_backbone(ck, args.method, config, out, calibration=cal, device=args.device,
+        with tempfile.TemporaryDirectory() as work, atomic_folder(out) as tmp:
+            entry = quantize_backbone(ck, args.method, config, tmp, calibration=cal, device=args.device,
                                       work=Path(work))
-    except (InputError, FileExistsError) as e:
+        entry = dataclasses.replace(entry, path=out.name)
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(dataclasses.asdict(entry), indent=2))

@@ -1,10 +1,10 @@
-"""Build an aitqe-edge bundle (format: runtime.formats.manifest) atomically: a temp folder beside
-the output, renamed into place once every file and the manifest are written. `build_bundle` is the
-one path that makes bundles: `python -m quantize` and bench's synthetic variants both call it."""
+"""Build an aitqe-edge bundle (format: runtime.formats.manifest) atomically (`runtime.atomic.atomic_folder`:
+a temp folder beside the output, renamed into place once every file and the manifest are written).
+`build_bundle` is the one path that makes bundles: `python -m quantize` and bench's synthetic
+variants both call it."""
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import time
@@ -17,11 +17,13 @@ from transformers.utils import logging as hf_logging
 
 from quantize.backbone import CalibrationOptions, calibration_for, quantize_backbone
 from quantize.vision import export_vision
+from runtime.atomic import atomic_folder
 from runtime.errors import InputError
 from runtime.formats import method
 from runtime.formats.manifest import Manifest, Source, write_manifest
 from runtime.model.checkpoint import fingerprint, load_checkpoint, stored_dtype
 from runtime.model.config import load_config
+from runtime.model.locate import check_replaceable
 
 LIBRARIES = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes", "gptqmodel",
              "onnx", "onnxruntime", "onnxruntime-gpu", "aitqe-edge")
@@ -43,28 +45,6 @@ def bundle_bytes(root: Path, prefix: str = "") -> int:
                p.relative_to(root).as_posix().startswith(prefix))
 
 
-def staging_dir(output: Path, force: bool) -> Path:
-    """A fresh temp folder beside `output`; refuses an existing output unless `force`."""
-    if output.exists() and not force:
-        raise InputError(f"{output} already exists; pass --force to replace it, or choose another --output")
-    if output.exists() and not (output / "manifest.json").is_file() and any(output.iterdir()):
-        raise InputError(f"{output} exists and is not a bundle; refusing to replace it, choose another --output")
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def move_into_place(tmp: Path, output: Path) -> None:
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{os.getpid()}"
-        output.rename(old)
-        tmp.rename(output)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(output)
-
-
 def vision_spec(name: str, method_name: str) -> tuple[str, str]:
     """(format, dtype) of a --vision choice; the torch tower keeps the backbone's 16-bit type."""
     if name == "torch":
@@ -79,9 +59,10 @@ def build_bundle(model: str | Path, method_name: str, config: Any, output: str |
     the method's random-weight variant (no calibration), for cost measurements only."""
     output = Path(output)
     hf_logging.disable_progress_bar()  # the command prints one summary line, not per-step bars
-    tmp = staging_dir(output, force)
+    check_replaceable(output, "bundle", "a bundle", force)
     start = time.perf_counter()
-    try:  # a synthetic variant's source is random: no fingerprint, and no need to compute in fp32
+    with atomic_folder(output) as tmp:
+        # a synthetic variant's source is random: no fingerprint, and no need to compute in fp32
         ck = load_checkpoint(model, dtype=stored_dtype(load_config(model)) if synthetic else torch.float32)
         source = "synthetic (random weights)" if synthetic else fingerprint(model)
         cal = (calibration_for(calibration, ck, source)
@@ -102,8 +83,4 @@ def build_bundle(model: str | Path, method_name: str, config: Any, output: str |
             calibration=cal.record() if cal is not None else None,
             note=cfg.note,
             quantize_seconds=round(time.perf_counter() - start, 1), versions=versions()))
-        move_into_place(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,13 +31,14 @@ from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from quantize.llava import (IMAGE_TOKEN, STOP_STRING, export_tokenizer, llava_config, llava_name, padded,
                             processor, prompt_text, refuse_unmappable)
+from runtime.atomic import atomic_folder
 from runtime.errors import InputError
-from runtime.formats.manifest import is_bundle, read_manifest, verify
+from runtime.formats.manifest import read_manifest, verify
 from runtime.model.checkpoint import iter_tensors, load_tokenizer, stored_dtype, weight_files
 from runtime.model.config import load_config
+from runtime.model.locate import EXPORT_INFO, check_replaceable, locate
 
 FORMATS = ("llava-hf",)
-INFO = "aitqe_export.json"
 SHARD_BYTES = 4 << 30
 VISION_EXCLUDED = "-:.*(vision_tower|multi_modal_projector).*"  # GPTQ `dynamic`: these modules stay unquantized
 
@@ -101,7 +100,7 @@ def _finish(out: Path, *, cfg, tokenizer, spec, eos: list[int], pad: int, info: 
     text = config["text_config"]
     text.update(rope_theta=text["rope_parameters"]["rope_theta"], torch_dtype=config["dtype"])
     (out / "config.json").write_text(json.dumps({**config, "torch_dtype": config["dtype"]}, indent=2))
-    (out / INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    (out / EXPORT_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
 
 
 def _info(source: str, kind: str, image_id: int, how: str, eos: list[int], note: str | None) -> dict:
@@ -215,22 +214,10 @@ def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bo
     src, out = Path(src), Path(out)
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
-    if not src.is_dir():
-        raise InputError(f"--model {src}: not a folder; pass an AITQE checkpoint folder or a bundle")
-    if out.exists() and not force:
-        raise InputError(f"{out} already exists; pass --force to replace it, or choose another --output")
-    if out.exists() and not (out / INFO).is_file() and any(out.iterdir()):
-        raise InputError(f"{out} exists and is not an export of this tool; refusing to replace it, choose another --output")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        info = export_bundle(src, tmp) if is_bundle(src) else export_checkpoint(src, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    source = locate(src)
+    check_replaceable(out, "export", "an export of this tool", force)
+    with atomic_folder(out) as tmp:
+        info = export_bundle(src, tmp) if source.kind == "bundle" else export_checkpoint(src, tmp)
     return info
 
 

@@ -6,6 +6,7 @@
     python -m quantize.vision --model SRC --output DIR [--format onnx|torch] [--dtype fp32|fp16|bf16]
     python -m quantize.vision --synthetic so400m --output DIR [--dtype fp32|fp16]   # random weights
 
+The folder is written atomically; an existing one is replaced unless it holds something else.
 An ONNX export prints its checks, its parity with the PyTorch tower and (unless --no-latency) the
 CPU latency per image of onnxruntime vs PyTorch; exit 1 with one line if parity is not reached.
 What a bundle's ONNX tower does to verdicts: `python -m bench` with that bundle as a candidate.
@@ -20,9 +21,11 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
+from runtime.atomic import atomic_folder
 from runtime.errors import InputError
 from runtime.formats.manifest import Vision
+from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
+from runtime.model.locate import check_replaceable
 
 FORMATS = {"torch": ("bf16", "fp16", "fp32"), "onnx": ("fp32", "fp16")}
 
@@ -53,15 +56,17 @@ def run_export(args: argparse.Namespace) -> int:
     if dtype not in FORMATS[fmt]:
         raise InputError(f"--dtype {dtype} is not available for the {fmt} format; use one of {', '.join(FORMATS[fmt])}")
     out, start = Path(args.output), time.perf_counter()
-    if args.synthetic:
-        if fmt != "onnx":
-            raise InputError("--synthetic exports ONNX only; drop --format torch")
-        enc, vcfg, spec = synthetic_tower(args.synthetic)
-        entry = export_onnx(enc, vcfg, spec, out, dtype)
-    else:
-        ck = load_checkpoint(args.model)
-        enc, spec = ck.vision, ck.config.image
-        entry = export_vision(ck, out, fmt, dtype)
+    if args.synthetic and fmt != "onnx":
+        raise InputError("--synthetic exports ONNX only; drop --format torch")
+    check_replaceable(out, "checkpoint", "a vision export (config.json)", force=True)
+    with atomic_folder(out) as tmp:
+        if args.synthetic:
+            enc, vcfg, spec = synthetic_tower(args.synthetic)
+            entry = export_onnx(enc, vcfg, spec, tmp, dtype)
+        else:
+            ck = load_checkpoint(args.model)
+            enc, spec = ck.vision, ck.config.image
+            entry = export_vision(ck, tmp, fmt, dtype)
     print(f"wrote {out}: vision encoder, {entry.format} {entry.dtype}, {time.perf_counter() - start:.1f}s, "
           f"peak memory {peak_rss_gib():.2f} GiB")
     if fmt == "onnx" and not args.no_latency:

@@ -1,16 +1,26 @@
-"""Write a file so that it either exists whole or not at all: a temporary name in the same folder,
-fsync, then rename (atomic on POSIX). A killed run leaves at most a `.tmp-*` file, never a partial
-output under the final name; the next run that writes the same output removes them."""
+"""Write a file or a folder so that it either exists whole or not at all: a temporary name beside
+the final one, fsync, then rename (atomic on POSIX). Every output the project writes goes through
+here. A killed run leaves at most a `.tmp-*` file or a `.NAME.tmp-*` folder, never a partial output
+under the final name; the next run that writes the same file removes its temporaries."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -20,16 +30,43 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}")
     try:
         yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        _fsync(tmp)
         os.replace(tmp, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(final: Path, text: str) -> None:
+    """`text` (UTF-8) as the file `final`, atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside `final` to fill; when the block ends without an exception it
+    takes `final`'s place (an existing `final` is moved aside, then removed: the caller decides
+    whether it may be replaced), else it is removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = final.parent / f".{final.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for folder, _, files in os.walk(tmp):
+            for name in [*files, "."]:
+                _fsync(Path(folder) / name)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{tag}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+        _fsync(final.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove_stale_temporaries(final: Path) -> None:

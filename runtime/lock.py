@@ -1,4 +1,8 @@
-"""An exclusive lock on an output file for the life of a run, so two runs never write one output.
+"""An exclusive lock on an output for the life of a run, so two runs never write one output.
+
+Every batch run takes it, whatever its format: on the verdicts JSONL (`OUT.jsonl.lock`), or on the
+output folder of a shard run (`DIR.lock`, beside the folder; `DIR.I-of-N.lock` for the share of
+a `--shard-index I --num-shards N` process, so the N processes of one split run side by side).
 
 `fcntl.flock` on a sidecar `OUTPUT.lock` file: the kernel releases it when the holder exits,
 however it exits (kill -9 included), so a stale lock never blocks a rerun. The holder writes its
@@ -22,16 +26,17 @@ from runtime.errors import InputError
 from runtime.files import show
 
 
-def lock_path(output: Path) -> Path:
-    return output.with_name(output.name + ".lock")
+def lock_path(output: Path, share: str | None = None) -> Path:
+    named = output if output.name else Path(os.path.abspath(output))  # `--output .`
+    return named.with_name(f"{named.name}.{share}.lock" if share else f"{named.name}.lock")
 
 
 @contextlib.contextmanager
-def output_lock(output: str | os.PathLike) -> Iterator[Path]:
-    """Hold an exclusive lock on `output` (via OUTPUT.lock) for the `with` block, or raise InputError
-    naming the run that holds it."""
+def output_lock(output: str | os.PathLike, share: str | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on `output` (via OUTPUT.lock, or OUTPUT.SHARE.lock) for the `with` block,
+    or raise InputError naming the run that holds it."""
     output = Path(output)
-    path = lock_path(output)
+    path = lock_path(output, share)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)

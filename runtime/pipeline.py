@@ -15,12 +15,12 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from runtime.data.records import Record
 from runtime.errors import InputError
 from runtime.image import ImageSpec, load_image, load_image_bytes, preprocess
 from runtime.prompt import prompt_ids
@@ -28,12 +28,7 @@ from runtime.prompt import prompt_ids
 AHEAD = 4  # pairs in flight per worker
 
 
-@dataclass
-class Pair:
-    image: str | Path | Image.Image | bytes  # a path, a decoded image, or an encoded image's bytes
-    caption: str
-    id: Any = None
-    max_new_tokens: int | None = None  # this pair's token budget, if lower than the call's (benchmarks)
+Pair = Record  # the one pair type: `Pair(image, caption, id=...)`; the image a path, a decoded image or encoded bytes
 
 
 @dataclass
@@ -56,7 +51,9 @@ class Preparer:
     max_positions: int
 
     def __call__(self, pair: Pair, max_new_tokens: int) -> Prepared:
-        """Validate one pair: its pixels and prompt ids, or InputError."""
+        """Validate one pair: its pixels and prompt ids, or InputError (a record its reader refused too)."""
+        if pair.error is not None:
+            raise InputError(pair.error)
         budget = self.max_positions - self.image_tokens - max_new_tokens
         prompt = prompt_ids(self.tokenizer, pair.caption, budget)
         if isinstance(pair.image, Image.Image):

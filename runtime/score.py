@@ -6,6 +6,7 @@ line, errors included; resumable (a rerun skips the lines already recorded); Ctr
 everything written.
 Datasets (`--input SHARDS --output DIR`, SHARDS a folder, brace pattern, .tar or .parquet): one
 verdicts Parquet per shard, resumable shard by shard (runtime.launch.cli).
+Both batch modes are `runtime.data.run.run_batch`; only their outputs differ.
 """
 
 from __future__ import annotations
@@ -13,104 +14,50 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
-from runtime.data.csv_table import read_rows as read_csv_rows
+from runtime.data.formats import pairs_format
+from runtime.data.jsonl_output import JsonlOutput
 from runtime.data.records import is_shard_input
+from runtime.data.run import run_batch
 from runtime.demo import DEMO_MODEL
+from runtime.model.locate import kind_of, locate
 from runtime.errors import InputError
 from runtime.files import check_regular
-from runtime.launch.cli import add_arguments as add_dataset_arguments, refuse_dataset_flags, run_dataset
-from runtime.lock import output_lock
-from runtime.pairs import RecordWriter, done_lines, read_pairs
-from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer, Verdict
+from runtime.launch.cli import add_arguments as add_dataset_arguments, options, refuse_dataset_flags, run_dataset
+from runtime.launch.model import spec_of
+from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Scorer
 
 
 def default_model() -> Path:
-    if not (DEMO_MODEL / "config.json").is_file():
+    if kind_of(DEMO_MODEL) != "checkpoint":
         raise InputError(f"no --model given and the built-in demo model is missing ({DEMO_MODEL}); "
                          "reinstall, or pass --model with an AITQE checkpoint folder")
     return DEMO_MODEL
 
 
+def model_folder(args: argparse.Namespace) -> Path:
+    return locate(args.model).root if args.model else default_model()
+
+
 def load_scorer(args: argparse.Namespace) -> Scorer:
-    path = Path(args.model) if args.model else default_model()
-    if not path.is_dir():
-        raise InputError(f"--model {path}: not a folder; pass an AITQE checkpoint folder")
-    return Scorer.from_pretrained(path, device=args.device, dtype=args.dtype,
-                                  trust_remote_code=args.trust_remote_code, vision_backend=args.vision_backend,
-                                  engine=args.engine, slots=args.batch_size,
-                                  compile={"auto": None if args.input else False, "on": True, "off": False}[args.compile])
+    scorer = spec_of(args, model_folder(args), batch=args.input is not None).load()
+    if args.debug:
+        print(f"debug: {scorer.model_id}: {scorer.engine} engine, greedy decoding; end of generation: token ids "
+              f"{list(scorer.eos.ids)} from {scorer.eos.source}; pad token id {scorer.pad_token_id}", file=sys.stderr)
+    return scorer
 
 
-def score_rows(scorer: Scorer, rows: list, args: argparse.Namespace) -> list[Verdict]:
-    """Score rows as one batch; if the model fails on it, pair by pair, recording each failure."""
-    if not rows:
-        return []
-    try:
-        return scorer.score_batch([Pair(r.image, r.caption, r.id) for r in rows],
-                                  output_all=args.output_all, max_new_tokens=args.max_new_tokens)
-    except RuntimeError as e:  # e.g. out of memory on this batch
-        if len(rows) > 1:
-            return [v for r in rows for v in score_rows(scorer, [r], args)]
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return [Verdict(id=rows[0].id, model=scorer.model_id, error=f"model failed on this pair: {reason}")]
-
-
-def score_stream(scorer: Scorer, rows: list, args: argparse.Namespace) -> Iterator[tuple[object, Verdict]]:
-    """(row, verdict) for each good row, in order, streamed; if the model fails mid-stream (e.g. out of
-    memory), the rest go batch by batch, each failure recorded for its pairs."""
-    done = 0
-    try:
-        verdicts = scorer.score_stream((Pair(r.image, r.caption, r.id) for r in rows), batch_size=args.batch_size,
-                                       workers=args.workers, output_all=args.output_all,
-                                       max_new_tokens=args.max_new_tokens)
-        for row, v in zip(rows, verdicts):
-            yield row, v
-            done += 1
-        return
-    except RuntimeError as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"warning: the model failed while streaming ({reason}); going on batch by batch", file=sys.stderr)
-    rest = iter(rows[done:])
-    while batch := list(islice(rest, args.batch_size)):
-        yield from zip(batch, score_rows(scorer, batch, args))
-
-
-def run_batch(scorer: Scorer, args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    with output_lock(output):
-        return _run_batch_locked(scorer, args, output)
-
-
-def _run_batch_locked(scorer: Scorer, args: argparse.Namespace, output: Path) -> int:
-    from tqdm import tqdm
-
-    done = done_lines(output)
-    read = read_csv_rows if args.input.lower().endswith(".csv") else read_pairs
-    rows = [r for r in read(args.input) if r.line not in done]
-    good = score_stream(scorer, [r for r in rows if not r.error], args)
-    writer = RecordWriter(output)
-    failed = 0
-    try:
-        with tqdm(total=len(rows) + len(done), initial=len(done), unit="pair", file=sys.stderr,
-                  disable=args.quiet) as bar:
-            for r in rows:
-                if r.error:
-                    record = {"id": r.id, "line": r.line, "error": r.error}
-                else:
-                    _, v = next(good)
-                    record = {**v.to_dict(), "line": r.line}
-                writer.write([record])
-                failed += record["error"] is not None
-                bar.update(1)
-    finally:
-        writer.close()
-    print(f"{len(rows)} pairs scored into {output} ({failed} with errors, {len(done)} already done)",
-          file=sys.stderr)
-    return 0
+def score_pairs_file(args: argparse.Namespace) -> int:
+    """Batch mode on a pairs file (JSONL or CSV): verdicts JSONL, resumable by line."""
+    path = Path(args.input)
+    if not path.exists():
+        raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL/CSV file or a folder of shards")
+    check_regular(path, f"--input {args.input}")
+    model_folder(args)
+    opts = options(args)
+    shard = pairs_format(path).shard(path)
+    return run_batch(lambda: load_scorer(args), [shard], JsonlOutput(opts.output, opts), opts)
 
 
 def run_single(scorer: Scorer, args: argparse.Namespace) -> int:
@@ -171,15 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.input and is_shard_input(args.input):
             return run_dataset(args, Path(args.model) if args.model else default_model())
         refuse_dataset_flags(args)
-        if args.input and not Path(args.input).exists():
-            raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL/CSV file or a folder of shards")
-        if args.input:
-            check_regular(args.input, f"--input {args.input}")
-        scorer = load_scorer(args)
-        if args.debug:
-            print(f"debug: {scorer.model_id}: {scorer.engine} engine, greedy decoding; end of generation: token ids {list(scorer.eos.ids)} "
-                  f"from {scorer.eos.source}; pad token id {scorer.pad_token_id}", file=sys.stderr)
-        return run_batch(scorer, args) if args.input else run_single(scorer, args)
+        return score_pairs_file(args) if args.input else run_single(load_scorer(args), args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

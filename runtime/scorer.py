@@ -21,20 +21,21 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from runtime.engine import Decoded, Decoder, StopRule
-from runtime.engine.fast import FastDecoder
-from runtime.engine.reference import ReferenceDecoder
+from runtime import engine
+from runtime.engine import Backbone, Decoded, Decoder, StopRule
 from runtime.errors import InputError
+from runtime.formats import method
 from runtime.formats.bundle import load_bundle
-from runtime.formats.manifest import is_bundle
 from runtime.image import ImageSpec
 from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.model.config import Eos
+from runtime.model.locate import kind_of
 from runtime.parse import OVERALL_MARK, parse_output, to_dict
 from runtime.pipeline import Pair, Prepared, Preparer, prepared
+from runtime.scores import Scores
 
 DEFAULT_MAX_NEW_TOKENS = 384
-ENGINES = ("fast", "reference")
+ENGINES = engine.names()  # the engines registered in runtime.engine
 
 
 def _rounded(x: float | None) -> float | None:
@@ -48,7 +49,7 @@ class Verdict:
     id: Any
     model: str
     overall_score: int | None = None
-    overall_expected: float | None = None  # probability-weighted overall score (runtime.expected)
+    overall_expected: float | None = None  # probability-weighted overall score (runtime.scores)
     recaption: str | None = None
     overall_explanation: str | None = None
     sub_scores: dict = field(default_factory=dict)
@@ -81,24 +82,21 @@ class Scorer:
     max_positions: int
     device: str = "cpu"
     note: str | None = None
-    engine: str = "fast"  # fast | reference: which decoder to build when `decoder` is not given
-    slots: int = 8  # the fast engine's batch: rows decoded together
-    compile: bool | None = None  # the fast engine's decode step: None = on CUDA for a dense backbone
+    engine: str = "fast"  # a name registered in runtime.engine: which decoder to build when `decoder` is not given
+    slots: int = 8  # rows decoded together
+    compile: bool | None = None  # compile the decode step: None = where the engine may (the fast engine: on CUDA)
+    compilable: bool = False  # the backbone's own answer to "may it compile" (its method's; a checkpoint's: yes)
     decoder: Decoder | None = None
+    scores: Scores | None = field(init=False, default=None)  # what decoders observe: AITQE's scores
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise InputError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
-        if self.decoder is not None:
-            return
-        why_not = FastDecoder.unsupported(self.llm) if self.engine == "fast" else None
-        if why_not:
-            print(f"engine: {why_not}; using the reference engine", file=sys.stderr)
-            self.engine = "reference"
-        if self.engine == "fast" and not why_not:
-            self.decoder = FastDecoder(self.llm, self.tokenizer, slots=self.slots, compile=self.compile)
-        else:
-            self.decoder = ReferenceDecoder(self.llm, self.tokenizer, self.pad_token_id)
+        if self.engine not in engine.names():
+            raise InputError(f"unknown engine {self.engine!r}; use one of {', '.join(engine.names())}")
+        if self.decoder is None:
+            self.decoder = engine.build(self.engine, Backbone(self.llm, self.tokenizer, self.pad_token_id,
+                                                              self.slots, self.compile, self.compilable))
+        self.engine = self.decoder.name
+        self.scores = Scores.of(self.tokenizer)  # None without one-token digits: no expected scores
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
@@ -110,7 +108,8 @@ class Scorer:
         a quantized backbone keeps its method's own storage and compute types.
         vision_backend (torch | onnx) overrides the bundle manifest's choice of vision encoder.
         engine: fast (static KV cache, continuous batching over `slots` rows; `compile` its decode
-        step, by default on CUDA for a dense backbone) or reference (transformers' generate, static batches).
+        step, by default on CUDA for a dense backbone), reference (transformers' generate, static
+        batches of `slots`), or any other engine registered in runtime.engine.
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -118,14 +117,15 @@ class Scorer:
         dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-        if is_bundle(path):
+        if kind_of(path) == "bundle":
             b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                             vision_backend=vision_backend)
             m = b.manifest
             return cls(llm=b.llm, vision=b.vision, tokenizer=b.tokenizer, image_spec=m.image,
                        image_tokens=m.image_tokens, eos=m.eos, pad_token_id=m.pad_token_id,
                        model_id=Path(path).resolve().name, max_positions=b.llm.config.max_position_embeddings,
-                       device=device, note=m.note, engine=engine, slots=slots, compile=compile)
+                       device=device, note=m.note, engine=engine, slots=slots, compile=compile,
+                       compilable=method(m.backbone.method).compiles)
         if vision_backend not in (None, "torch"):
             raise InputError(f"--vision-backend {vision_backend}: {path} is a checkpoint, whose vision tower runs in "
                              f"PyTorch; make a bundle first: python -m quantize --model {path} --method bf16 "
@@ -141,7 +141,7 @@ class Scorer:
         return cls(llm=ck.llm, vision=ck.vision, tokenizer=ck.tokenizer, image_spec=cfg.image,
                    image_tokens=cfg.image_tokens, eos=cfg.eos, pad_token_id=cfg.pad_token_id,
                    model_id=cfg.root.resolve().name, max_positions=cfg.llm.max_position_embeddings, device=device,
-                   note=cfg.note, engine=engine, slots=slots, compile=compile)
+                   note=cfg.note, engine=engine, slots=slots, compile=compile, compilable=True)
 
     def score(self, image: str | Path | Image.Image, caption: str, *, output_all: bool = False,
               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Verdict:
@@ -174,8 +174,10 @@ class Scorer:
     def decode(self, rows: list[torch.Tensor], *, output_all: bool, max_new_tokens: int,
                budgets: list[int] | None = None) -> Decoded:
         """Greedy new ids and text per row; stops at <Overall> unless output_all."""
-        stop = StopRule(self.eos.ids, None if output_all else OVERALL_MARK)
-        return self.decoder.decode(rows, stop, max_new_tokens, budgets)
+        return self.decoder.decode(rows, self._stop(output_all), max_new_tokens, budgets, self.scores)
+
+    def _stop(self, output_all: bool) -> StopRule:
+        return StopRule(self.eos.ids, None if output_all else OVERALL_MARK)
 
     def _sync(self) -> None:
         if self.device.startswith("cuda"):
@@ -199,13 +201,9 @@ class Scorer:
                      output_all: bool = False, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[Verdict]:
         """One verdict per pair, in input order, for a stream of any length. `workers` processes prepare
         pairs ahead of the model (0: in this process); the vision tower runs on `batch_size` pairs at a
-        time; the fast engine decodes with continuous batching, the reference engine in static batches."""
+        time; the engine decodes `slots` rows together (the fast engine with continuous batching, the
+        reference engine in static batches)."""
         stream = prepared(self.preparer, pairs, max_new_tokens, workers)
-        if not hasattr(self.decoder, "stream"):
-            while chunk := list(islice(stream, batch_size)):
-                with torch.inference_mode():
-                    yield from self._score_prepared(chunk, output_all, max_new_tokens, 0.0)
-            return
         done: dict[int, Verdict] = {}  # finished out of order, waiting for their turn
         flight: dict[int, tuple[Verdict, Prepared, float]] = {}
 
@@ -224,10 +222,9 @@ class Scorer:
                         yield index + k, e, r.budget
                 index += len(chunk)
 
-        stop = StopRule(self.eos.ids, None if output_all else OVERALL_MARK)
         turn = 0
         with torch.inference_mode():
-            for i, f in self.decoder.stream(rows(), stop):
+            for i, f in self.decoder.stream(rows(), self._stop(output_all), self.scores):
                 v, prep, encode_seconds = flight.pop(i)
                 self._fill(v, prep, f.text, f.expected, output_all)
                 v.timings = {"batch_size": self.decoder.slots, "encode_ms": round(1000 * encode_seconds, 2),
@@ -253,14 +250,12 @@ class Scorer:
                 ready.append((k, v, r))
         return verdicts, ready
 
-    def _fill(self, v: Verdict, prep: Prepared, text: str, expected: dict[str, float] | None,
-              output_all: bool) -> None:
+    def _fill(self, v: Verdict, prep: Prepared, text: str, expected: dict[str, float], output_all: bool) -> None:
         """A verdict's fields from its row's decoded text and expected scores."""
         parsed = self.parse(text, output_all)
         v.overall_score, v.recaption = parsed["overall_score"], parsed["recaption"]
         v.overall_explanation, v.sub_scores = parsed["overall_explanation"], parsed["sub_scores"]
         v.parse_error, v.raw_text, v.caption_truncated = parsed["parse_error"], text, prep.truncated
-        expected = expected or {}
         v.overall_expected = _rounded(expected.get("Overall"))
         for name, sub in v.sub_scores.items():
             sub["expected"] = _rounded(expected.get(name))
@@ -280,8 +275,7 @@ class Scorer:
                    "encode_ms": round(1000 * (decode_start - encode_start), 2),
                    "prefill_ms": round(1000 * decoded.prefill_seconds, 2),
                    "decode_ms": round(1000 * decoded.seconds, 2), "decode_steps": decoded.steps}
-        expected = decoded.expected or [None] * len(ready)
-        for (_, v, prep), text, ids, e in zip(ready, decoded.texts, decoded.ids, expected):
+        for (_, v, prep), text, ids, e in zip(ready, decoded.texts, decoded.ids, decoded.expected):
             self._fill(v, prep, text, e, output_all)
             v.timings = {**timings, "new_tokens": len(ids)}
         return verdicts

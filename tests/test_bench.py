@@ -13,11 +13,13 @@ from PIL import Image
 
 from bench.__main__ import main
 from bench.eval.metrics import verdict_agreement
-from bench.eval.teacher_forced import answer_tokens, score_token_values
+from bench.eval.teacher_forced import answer_tokens
 from quantize.__main__ import main as quantize
 from runtime.demo import DEMO_MODEL
+from runtime.engine import Branch
 from runtime.score import main as score
 from runtime.scorer import Scorer, Verdict
+from runtime.scores import Scores
 from tests.conftest import altered_copy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,10 +49,16 @@ def test_verdict_agreement_figures():
 def test_score_position_and_tokens():
     s = Scorer.from_pretrained(DEMO_MODEL, device="cpu")
     text = '{"Recaption": "big red circle top", "Overall Score": "7<Overall>", "Overall Explanation": "ok."}'
-    ids, at = answer_tokens(s.tokenizer, text, s.eos.ids)
+    ids = answer_tokens(s.tokenizer, text, s.eos.ids)
+    scores, asked = Scores.of(s.tokenizer), []
+    watch = scores()
+    for t in ids:  # the score module's observer asks for the digits' probabilities where the score starts
+        asked.append(watch.wants())
+        watch.add(t, [0.1] * 10 if asked[-1] else None)
+    at = max(k for k, a in enumerate(asked) if a)  # (it may also ask before an optional opening quote)
     assert s.tokenizer.decode([ids[at]]).strip() == "7" and ids[-1] == s.eos.ids[0]
-    values = score_token_values(s.tokenizer)
-    assert sorted(set(values.values())) == list(range(1, 10)) or sorted(set(values.values())) == list(range(1, 11))
+    assert watch.end() == [Branch(at, scores.ids[1])]  # the "1" branch the answer did not take
+    assert [s.tokenizer.decode([i]) for i in scores.ids] == [str(d) for d in range(10)]
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""The reference engine's row bookkeeping: where a row ends and what its text is."""
+"""A row's bookkeeping (runtime.engine.text): where a row ends and what its text is."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from runtime.engine import StopRule
-from runtime.engine.reference import decode_text, finished, row_text
+from runtime.engine.text import decode_text, finished, row_text
 from runtime.model.checkpoint import load_tokenizer
 
 TOKENIZER = load_tokenizer(Path(__file__).parent / "data" / "faithfulness" / "checkpoint")

@@ -13,12 +13,12 @@ import torch
 from calibration.split import demo_pairs
 from runtime.demo import DEMO_MODEL
 from runtime.engine import StopRule
-from runtime.engine.expected import expected_score
 from runtime.engine.fast import FastDecoder
-from runtime.engine.reference import ReferenceDecoder, decode_text, finished
-from runtime.engine.watch import Pieces, Watcher
+from runtime.engine.reference import ReferenceDecoder
+from runtime.engine.text import Pieces, Watcher, decode_text, finished
 from runtime.parse import OVERALL_MARK
 from runtime.scorer import Pair, Scorer
+from runtime.scores import Scores, expected_score
 
 GOLDEN = Path(__file__).parent / "data" / "faithfulness"
 MODES = {"stop": OVERALL_MARK, "all": None}
@@ -34,13 +34,13 @@ def reference(scorer: Scorer) -> ReferenceDecoder:
 
 def check_same(scorer: Scorer, rows: list[torch.Tensor], mark: str | None, max_new: int, slots: list[int],
                budgets: list[int] | None = None) -> None:
-    stop = StopRule(scorer.eos.ids, mark)
-    ref = reference(scorer).decode(rows, stop, max_new, budgets)
+    stop, scores = StopRule(scorer.eos.ids, mark), Scores.of(scorer.tokenizer)
+    ref = reference(scorer).decode(rows, stop, max_new, budgets, scores)
     order = list(range(len(rows)))
     random.Random(len(rows)).shuffle(order)
     for n in slots:
         got = FastDecoder(scorer.llm, scorer.tokenizer, slots=n).decode(
-            [rows[i] for i in order], stop, max_new, budgets and [budgets[i] for i in order])
+            [rows[i] for i in order], stop, max_new, budgets and [budgets[i] for i in order], scores)
         assert [got.ids[order.index(i)] for i in range(len(rows))] == ref.ids, f"slots={n}"
         assert [got.texts[order.index(i)] for i in range(len(rows))] == ref.texts
         for i in range(len(rows)):
@@ -156,15 +156,17 @@ def test_verdicts_carry_expected_scores(demo):
     assert v.overall_score is not None and abs(v.overall_expected - v.overall_score) < 10
 
 
-def test_only_plain_linear_layers_count_as_dense(demo):
-    """What `--compile auto` compiles on CUDA: a 16-bit backbone, not a quantized one."""
-    import bitsandbytes as bnb
+def test_only_16_bit_backbones_may_compile(demo, tmp_path):
+    """What `--compile auto` compiles on CUDA: a 16-bit backbone, not a quantized one; each method says so."""
+    from quantize.__main__ import main as quantize
+    from runtime.formats import METHODS, method
+    from runtime.scorer import Scorer
 
-    from runtime.engine.fast import is_dense
-
-    assert is_dense(demo.llm)
-    quantized = torch.nn.Sequential(torch.nn.Linear(4, 4), bnb.nn.Linear8bitLt(4, 4))
-    assert not is_dense(quantized)
+    assert {name for name in METHODS if method(name).compiles} == {"bf16", "fp16"}
+    assert demo.compilable
+    assert quantize(["--model", str(DEMO_MODEL), "--method", "bnb-nf4", "--vision", "torch",
+                     "--output", str(tmp_path / "nf4")]) == 0
+    assert not Scorer.from_pretrained(tmp_path / "nf4", device="cpu").compilable
 
 
 @pytest.mark.parametrize("method", ["bnb-nf4", "gptq-int4"])

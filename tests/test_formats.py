@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 from safetensors import safe_open
@@ -82,3 +83,49 @@ def test_unknown_method_is_refused():
     with pytest.raises(InputError, match="backbone method 'awq' is unknown"):
         method("awq")
     assert all(callable(m.config) and m.config() is not None for m in METHODS.values())
+
+
+def test_a_name_registers_once():
+    from runtime.formats import register
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(dataclasses.replace(method("bf16")))
+    assert register(method("bf16")) is method("bf16")  # the same method again: nothing changes
+    assert method("bf16").compiles and not method("gptq-int4").compiles and method("fp16").plain_shapes
+
+
+def test_locate_says_what_is_at_a_path(tmp_path, tiny_ckpt):
+    from runtime.model.locate import check_replaceable, locate
+
+    assert locate(tiny_ckpt).kind == "checkpoint"
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "aitqe_export.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    for name, words in (("missing", "not a folder (nothing is there)"), ("file", "not a folder (a file)"),
+                        ("export", "a LLaVA export"), ("other", "no config.json or manifest.json")):
+        with pytest.raises(InputError, match=re.escape(words)) as e:
+            locate(tmp_path / name)
+        assert str(e.value).startswith(f"--model {tmp_path / name}: ") and "\n" not in str(e.value)
+    with pytest.raises(InputError, match="already exists; pass --force"):
+        check_replaceable(tmp_path / "other", "bundle", "a bundle", force=False)
+    with pytest.raises(InputError, match="exists and is not a bundle"):
+        check_replaceable(tmp_path / "other", "bundle", "a bundle", force=True)
+    check_replaceable(tmp_path / "missing", "bundle", "a bundle", force=False)
+
+
+def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
+    from runtime.atomic import atomic_folder
+
+    final = tmp_path / "out"
+    with atomic_folder(final) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(final) as tmp:
+            (tmp / "b").write_text("2")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (final / "a").read_text() == "1"
+    with atomic_folder(final) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in final.iterdir()] == ["b"]

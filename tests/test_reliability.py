@@ -21,7 +21,8 @@ from PIL import Image
 from runtime.errors import InputError
 from runtime.image import FORMATS, load_image, load_image_bytes
 from runtime.lock import output_lock
-from runtime.pairs import done_lines, read_pairs
+from runtime.data.jsonl import read_jsonl
+from runtime.data.jsonl_output import done_lines
 from runtime.score import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ def test_every_line_gets_one_record_nesting_blank_and_surrogates_included(tmp_pa
              json.dumps({"id": "after", "image": "ok.png", "caption": "a red square"})]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(lines) + "\n")
-    rows = list(read_pairs(pairs))
+    rows = list(read_jsonl(pairs))
     assert [r.line for r in rows] == [1, 2, 3, 4, 5, 6, 7]
     assert "nested too deeply" in rows[1].error and "blank line" in rows[2].error and "blank line" in rows[3].error
     out = tmp_path / "out.jsonl"
@@ -173,13 +174,13 @@ def test_every_line_gets_one_record_nesting_blank_and_surrogates_included(tmp_pa
 
 
 def test_overlong_line_is_an_error_record_and_the_next_line_is_read(tmp_path):
-    from runtime.pairs import MAX_LINE_BYTES
+    from runtime.data.jsonl import MAX_LINE_BYTES
 
     png(tmp_path / "ok.png")
     pairs = tmp_path / "pairs.jsonl"
     long_line = json.dumps({"id": "long", "image": "ok.png", "caption": "x" * (MAX_LINE_BYTES + 10)})
     pairs.write_text(long_line + "\n" + json.dumps({"id": "next", "image": "ok.png", "caption": "y"}) + "\n")
-    rows = list(read_pairs(pairs))
+    rows = list(read_jsonl(pairs))
     assert [r.line for r in rows] == [1, 2]
     assert "longer than" in rows[0].error and rows[1].error is None and rows[1].id == "next"
 

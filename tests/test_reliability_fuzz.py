@@ -16,7 +16,8 @@ from runtime.errors import InputError
 from runtime.model.checkpoint import check_sizes, weight_files
 from runtime.model.config import load_config
 from runtime.model.sizes import header_shapes
-from runtime.pairs import RecordWriter, done_lines, read_pairs
+from runtime.data.jsonl import read_jsonl
+from runtime.data.jsonl_output import RecordWriter, done_lines
 
 GOLDEN = Path(__file__).parent / "data" / "faithfulness" / "checkpoint"
 FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -44,7 +45,7 @@ def test_any_pairs_file_gives_one_record_per_line(tmp_path_factory, lines, final
     (folder / "pairs.jsonl").write_bytes(data)
     expected = len(data.splitlines()) if b"\r" not in data else None
     start = time.perf_counter()
-    rows = list(read_pairs(folder / "pairs.jsonl"))
+    rows = list(read_jsonl(folder / "pairs.jsonl"))
     if expected is not None:
         assert [r.line for r in rows] == list(range(1, expected + 1))
     assert all((r.error is None) == (r.image is not None and r.caption is not None) for r in rows)

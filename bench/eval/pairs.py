@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from calibration.split import RULE, demo_pairs, file_pairs
+from runtime.atomic import write_text
 from runtime.errors import InputError
 from runtime.formats.manifest import Manifest
 from runtime.scorer import Pair
@@ -39,8 +40,8 @@ def evaluation_pairs(spec: str, limit: int | None, size: int, out: Path) -> tupl
         pairs = file_pairs(spec, limit or 10**12, "evaluation")
         source = f"{spec}, evaluation split ({RULE} is calibration)"
     path = out / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"id": p.id, "image": str(Path(p.image).resolve()), "caption": p.caption},
-                                       ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    write_text(path, "".join(json.dumps({"id": p.id, "image": str(Path(p.image).resolve()), "caption": p.caption},
+                                        ensure_ascii=False) + "\n" for p in pairs))
     return path, source, pairs
 
 

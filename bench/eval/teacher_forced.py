@@ -3,8 +3,9 @@ full answers (each model with its own vision side):
 
 - per-token KL divergence KL(reference || candidate) over the whole vocabulary, mean and p99, and
   top-1 agreement, as llama.cpp's perplexity --kl-divergence reports them;
-- the expected overall score, sum(v * p(v)) over the score tokens ("1".."10", renormalised) at the
-  position of the overall score (a tokenizer that splits "10" into digits counts its mass under "1");
+- the expected overall score, as the runtime defines it (`runtime.scores`: the digits' probabilities
+  where the overall score starts, and P("0") after a "1", by a forward pass of its own when the
+  answer does not take "1");
 - per decoder layer, the signal-to-noise ratio of the candidate's hidden states against the
   reference's on the same input rows.
 
@@ -23,32 +24,14 @@ import torch
 from tqdm import tqdm
 
 from bench.eval.metrics import mean
+from runtime.engine import Branch, replay
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, Pair, Scorer, Verdict
-
-OVERALL_KEY = '"Overall Score"'
-
-
-def score_token_values(tokenizer) -> dict[int, int]:
-    """Token id -> score for the tokens whose text is a whole number 1..10."""
-    values = {}
-    for tok_id in range(len(tokenizer)):
-        text = tokenizer.decode([tok_id]).strip()
-        if text.isdigit() and 1 <= int(text) <= 10:
-            values[tok_id] = int(text)
-    return values
+from runtime.scores import Scores
 
 
-def answer_tokens(tokenizer, text: str, eos: tuple[int, ...]) -> tuple[list[int], int | None]:
-    """Token ids of the answer (+ its first end-of-generation id), and the index of the overall score's
-    first token (None: absent)."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"]) + list(eos[:1])
-    key = text.find(OVERALL_KEY)
-    digit = next((i for i in range(key + len(OVERALL_KEY), len(text)) if text[i].isdigit()), None) if key >= 0 else None
-    score_at = None
-    if digit is not None:
-        score_at = next((i for i, (a, b) in enumerate(enc["offset_mapping"]) if a <= digit < b), None)
-    return ids, score_at
+def answer_tokens(tokenizer, text: str, eos: tuple[int, ...]) -> list[int]:
+    """Token ids of the answer (+ its first end-of-generation id)."""
+    return list(tokenizer(text, add_special_tokens=False).input_ids) + list(eos[:1])
 
 
 @torch.inference_mode()
@@ -74,9 +57,9 @@ def layer_snr(reference: torch.nn.Module, candidate: torch.nn.Module, rows: list
 
 
 @torch.inference_mode()
-def answer_logprobs(scorer: Scorer, pairs: list[Pair], answers: list[list[int]]) -> list[torch.Tensor]:
-    """Log-probabilities [A_i, V] (fp32, CPU) that `scorer` gives each answer token, teacher-forced."""
-    rows = prompt_rows(scorer, pairs)  # the prompts the answers were generated from
+def answer_logprobs(scorer: Scorer, rows: list[torch.Tensor], answers: list[list[int]]) -> list[torch.Tensor]:
+    """Log-probabilities [A_i, V] (fp32, CPU) that `scorer` gives each answer token after its prompt row
+    (`prompt_rows`), teacher-forced."""
     embed = scorer.llm.get_input_embeddings()
     full = [torch.cat([r, embed(torch.tensor(a, device=r.device))]) for r, a in zip(rows, answers)]
     length = max(len(f) for f in full)
@@ -92,33 +75,39 @@ def answer_logprobs(scorer: Scorer, pairs: list[Pair], answers: list[list[int]])
     return out
 
 
-def expected_score(logprobs: torch.Tensor, values: dict[int, int]) -> float:
-    ids = torch.tensor(list(values))
-    p = logprobs[ids].exp()
-    return float((p * torch.tensor(list(values.values()), dtype=p.dtype)).sum() / p.sum())
+def expected_overall(scorer: Scorer, scores: Scores, row: torch.Tensor, answer: list[int],
+                     logprobs: torch.Tensor) -> float | None:
+    """The expected overall score of a teacher-forced answer (None: it has none)."""
+    digits = list(scores.ids)
+
+    def evaluate(branch: Branch) -> list[float]:  # the answer up to the branch's token, and one more to read after it
+        tail = answer[:branch.step] + [branch.token] * 2
+        return answer_logprobs(scorer, [row], [tail])[0][branch.step + 1, digits].exp().tolist()
+
+    return replay(scores(), answer, lambda k: logprobs[k, digits].exp().tolist(), len(answer), evaluate).get("Overall")
 
 
 def teacher_forced(ref: Scorer, cand: Scorer, pairs: list[Pair], ref_verdicts: list[Verdict], batch_size: int,
                    desc: str) -> dict:
     if len(ref.tokenizer) != len(cand.tokenizer):
         raise ValueError("reference and candidate tokenizers differ; teacher-forced metrics need the same one")
-    values = score_token_values(ref.tokenizer)
+    scores = Scores.of(ref.tokenizer)
     todo = [(p, v) for p, v in zip(pairs, ref_verdicts) if v.raw_text and v.error is None]
     kl, top1, e_ref, e_cand = [], [], [], []
     for i in tqdm(range(0, len(todo), batch_size), desc=desc, file=sys.stderr, leave=False):
         chunk = todo[i:i + batch_size]
         answers = [answer_tokens(ref.tokenizer, v.raw_text, ref.eos.ids) for _, v in chunk]
-        ids = [a for a, _ in answers]
-        lp_ref = answer_logprobs(ref, [p for p, _ in chunk], ids)
-        lp_cand = answer_logprobs(cand, [p for p, _ in chunk], ids)
-        for (_, at), r, c in zip(answers, lp_ref, lp_cand):
+        rows_ref, rows_cand = prompt_rows(ref, [p for p, _ in chunk]), prompt_rows(cand, [p for p, _ in chunk])
+        lp_ref, lp_cand = answer_logprobs(ref, rows_ref, answers), answer_logprobs(cand, rows_cand, answers)
+        for a, row_r, row_c, r, c in zip(answers, rows_ref, rows_cand, lp_ref, lp_cand):
             vocab = min(r.shape[1], c.shape[1], len(ref.tokenizer))
-            r, c = r[:, :vocab], c[:, :vocab]
-            kl += (r.exp() * (r - c)).sum(-1).clamp_min(0).tolist()
-            top1 += (r.argmax(-1) == c.argmax(-1)).tolist()
-            if at is not None and values:
-                e_ref.append(expected_score(r[at], values))
-                e_cand.append(expected_score(c[at], values))
+            rv, cv = r[:, :vocab], c[:, :vocab]
+            kl += (rv.exp() * (rv - cv)).sum(-1).clamp_min(0).tolist()
+            top1 += (rv.argmax(-1) == cv.argmax(-1)).tolist()
+            e = scores and expected_overall(ref, scores, row_r, a, r)
+            if e is not None:
+                e_ref.append(e)
+                e_cand.append(expected_overall(cand, scores, row_c, a, c))
     return {"tokens": len(kl), "kl_mean": mean(kl), "kl_p99": float(np.percentile(kl, 99)) if kl else math.nan,
             "kl_median": float(np.median(kl)) if kl else math.nan, "top1_agreement": mean(top1),
             "expected_score_ref": mean(e_ref), "expected_score_cand": mean(e_cand),

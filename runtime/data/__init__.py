@@ -1,9 +1,13 @@
-"""Datasets where they lie: shards of image-caption pairs in, per-shard verdicts (and an enhanced copy) out.
+"""Batch mode: pairs files and datasets where they lie, scored into verdicts (and enhanced copies).
 
-`records` holds the one record type every reader yields (key, image bytes or path, caption, source
-shard, or the error that stops it being scored) and finds the shards of a folder, brace pattern or
-file; `webdataset_tar`, `parquet_table`, `jsonl` and `csv_table` are the readers, one per format;
-`stream` scores many shards as one stream of pairs; `verdicts` writes a shard's verdicts as
-Parquet keyed like the input; `enhance` writes the enhanced copy and the kept-keys list; `run`
-skips the shards already done, scores the others and writes their outputs atomically.
+`records` holds the one pair type (`Record`, which `runtime.scorer.Pair` is: image, caption, id,
+key, source file and line, uid, or the error that stops it being scored) and finds the shards an
+`--input` names; `formats` is the registry of input formats, one module each (`webdataset_tar`,
+`parquet_table`, `jsonl`, `csv_table`); `run` is the one front-end (lock, resume, score, write);
+`stream` scores every format's records as one stream of pairs; the outputs are `jsonl_output`
+(verdicts JSONL, resumed by line) and `shard_output` (per-shard verdicts Parquet from `verdicts`,
+enhanced copies and the kept-keys list from `enhance`, resumed by shard).
+
+    input --find_shards/formats--> shards --read--> records --stream: prepare, encode, decode, parse-->
+    (record, verdict) --output--> verdicts JSONL | SHARD.aitqe.parquet (+ enhanced copy, keep list)
 """

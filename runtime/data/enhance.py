@@ -1,6 +1,7 @@
 """The enhanced dataset (captions below a score replaced by the recaption) and the kept-keys list.
 
-The enhanced copy of a shard has the input's own format and file name, under `--enhanced-output`:
+The enhanced copy of a shard has the input's own format and file name, under `--enhanced-output`,
+written by its format's `write_enhanced` (`runtime.data.formats`):
 a caption is replaced when the pair's overall score is below the threshold and the model gave a
 recaption; every copied pair keeps its input caption (`original_caption`) and score
 (`aitqe_overall`) in its .json sidecar (tar) or as columns (Parquet). Pairs that were not scored
@@ -15,9 +16,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from runtime.data import parquet_table, webdataset_tar
 from runtime.atomic import atomic_path, remove_stale_temporaries
-from runtime.data.records import Shard
+from runtime.data import formats
+from runtime.data.records import Shard, ShardError
 
 UID = re.compile(r"^[0-9a-fA-F]{32}$")
 
@@ -26,10 +27,11 @@ def enhanced_path(shard: Shard, folder: Path) -> Path:
     return folder / shard.path.name
 
 
-def write_enhanced_shard(shard: Shard, rows: list[dict], below: int, folder: Path, *,
-                         caption_field: str | None = None,
-                         columns: parquet_table.Columns = parquet_table.Columns()) -> int:
+def write_enhanced_shard(shard: Shard, rows: list[dict], below: int, folder: Path, opts) -> int:
     """Write the enhanced copy of one shard from its verdict rows; the number of captions replaced."""
+    fmt = formats.get(shard.format)
+    if fmt.write_enhanced is None:
+        raise ShardError(f"{shard.path}: {fmt.title} shards have no enhanced copy; leave out --enhance-below")
     by_key = {r["key"]: r for r in rows}
 
     def new_caption(key: str) -> tuple[str | None, int | None]:
@@ -43,9 +45,7 @@ def write_enhanced_shard(shard: Shard, rows: list[dict], below: int, folder: Pat
     final = enhanced_path(shard, folder)
     remove_stale_temporaries(final)
     with atomic_path(final) as tmp:
-        if shard.format == "webdataset":
-            return webdataset_tar.write_enhanced(shard, tmp, new_caption, caption_field)
-        return parquet_table.write_enhanced(shard, tmp, new_caption, columns)
+        return fmt.write_enhanced(shard, tmp, new_caption, opts)
 
 
 def keep_list_path(folder: Path, above: int, uids: bool) -> Path:

@@ -11,11 +11,12 @@ are scored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.data.records import Record, Shard, ShardError
+from runtime.data.formats import Format, NewCaption, register
+from runtime.data.records import Record, Shard, ShardError, keyed
 
 KEY_COLUMNS = ("key", "uid", "id")
 IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "image_bytes", "image_path", "path")
@@ -82,7 +83,7 @@ def _image(value: object, base: Path) -> tuple[bytes | str | None, str | None]:
 
 
 def _record(key: object, image: object, caption: object, uid: object, shard: Shard) -> Record:
-    rec = Record(str(key), shard.path.name, uid=None if uid is None else str(uid))
+    rec = keyed(str(key), shard.path.name, uid=None if uid is None else str(uid))
     rec.image, error = _image(image, shard.path.parent)
     if not isinstance(caption, str):
         error = error or ("caption is null" if caption is None else
@@ -125,12 +126,11 @@ def read_shard(shard: Shard, columns: Columns = Columns()) -> Iterator[Record]:
                                  f"({reason}); re-write the shard") from None
             for k in keys[done:]:
                 seen.add(str(k))
-                yield Record(str(k), shard.path.name, error=f"row group {group} cannot be decoded ({reason}); "
-                                                            "re-write the shard")
+                yield keyed(str(k), shard.path.name, error=f"row group {group} cannot be decoded ({reason}); "
+                                                           "re-write the shard")
 
 
-def write_enhanced(shard: Shard, out: Path, new_caption: Callable[[str], tuple[str | None, int | None]],
-                   columns: Columns = Columns()) -> int:
+def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, columns: Columns = Columns()) -> int:
     """Copy the shard to `out` with captions replaced where `new_caption(key)` gives one.
 
     Adds (or overwrites) `original_caption` and `aitqe_overall`. Row groups that cannot be decoded
@@ -167,3 +167,8 @@ def write_enhanced(shard: Shard, out: Path, new_caption: Callable[[str], tuple[s
             table = table.append_column(schema.field("aitqe_overall"), pa.array([o for _, o in found], pa.int32()))
             writer.write_table(table)
     return replaced
+
+
+FORMAT = register(Format(
+    "parquet", "Parquet", lambda shard, opts: read_shard(shard, opts.columns), (".parquet",),
+    write_enhanced=lambda shard, out, new_caption, opts: write_enhanced(shard, out, new_caption, opts.columns)))

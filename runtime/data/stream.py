@@ -1,81 +1,124 @@
-"""Score many shards as one stream of pairs, and get each shard's rows back as soon as it is done.
+"""The one scoring stream of batch mode: records of any format in, each with its verdict out, in order.
 
-One `Scorer.score_stream` call serves all the shards of a process, so its reader workers start
-once and keep decoding ahead across shard boundaries. Each shard's last batch is closed with
-placeholder pairs (an empty image, which the scorer refuses before the model runs, so they cost
-no model time and their verdicts are dropped): every model batch then holds pairs of one shard only,
-the same batches whichever process or Ray actor scores that shard, so the rows are the same.
-Records a reader refused (errors) never go to the scorer; they are put back in the shard's order.
+`score_records(scorer, units, opts)` takes units of work (a shard, or a pairs file) with their
+records and runs every pair through one `Scorer.score_stream` (prepare -> encode -> decode ->
+parse), so its reader workers start once and keep decoding ahead across unit boundaries. It
+yields an `Event` per record, in read order, and one at the end of each unit. The rules every
+format shares live here:
+- A record its reader refused (`error` set) never goes to the model; its event has no verdict.
+- Each unit's last batch is closed with placeholder pairs (an empty image, which the scorer
+  refuses before the model runs, so they cost no model time and their verdicts are dropped):
+  every model batch then holds pairs of one unit only, the same batches whichever process or Ray
+  actor scores it, so the verdicts are the same.
+- A reader that fails part-way (`ShardError`, or any other error reading) ends its unit with
+  `failure` set; the other units go on.
+- If the model fails mid-stream (e.g. out of memory), the rest go batch by batch, and a pair the
+  model still fails on gets a verdict with `error: model failed on this pair: ...`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import chain, islice
 
-from runtime.data import verdicts
-from runtime.data.records import Shard, ShardError
+from runtime.data.records import Record, Shard, ShardError
 
-_END = object()  # the end of a shard in the plan
-_FILLER = object()  # a placeholder pair
+FILLER = Record(b"", "")  # the placeholder pair
 
 
 @dataclass
-class ShardRows:
+class Event:
+    """A record with its verdict (None: its reader refused it), or, with `record` None, a unit's end."""
+
     shard: Shard
-    rows: list[dict] = field(default_factory=list)
+    record: Record | None = None
+    verdict: object | None = None  # runtime.scorer.Verdict
+    failure: str | None = None  # at a unit's end: why it could not be read to the end
+    seconds: float = 0.0  # at a unit's end: since its first record was read
+
+
+@dataclass
+class _End:
+    start: float
     failure: str | None = None
-    start: float = field(default_factory=time.perf_counter)
-    seconds: float = 0.0
 
 
-def score_shards(scorer, shards: list[Shard], read, opts, fingerprint: str) -> Iterator[ShardRows]:
-    """Each shard's verdict rows (or its failure), in shard order. `read(shard)` yields its records."""
-    from runtime.scorer import Pair
+def _reason(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
-    plan: deque = deque()  # (ShardRows, Record | _FILLER | _END), in the order pairs were read
 
-    def pairs() -> Iterator[Pair]:
-        for shard in shards:
-            state, good = ShardRows(shard), 0
+def score_each(scorer, pairs: list[Record], opts) -> list:
+    """Score pairs as one batch; if the model fails on it, pair by pair, each failure a verdict's error."""
+    from runtime.scorer import Verdict
+
+    if not pairs:
+        return []
+    try:
+        return scorer.score_batch(pairs, output_all=opts.output_all, max_new_tokens=opts.max_new_tokens)
+    except RuntimeError as e:  # e.g. out of memory on this batch
+        if len(pairs) > 1:
+            return [v for p in pairs for v in score_each(scorer, [p], opts)]
+        return [Verdict(id=pairs[0].id, model=scorer.model_id, error=f"model failed on this pair: {_reason(e)}")]
+
+
+def score_records(scorer, units: Iterable[tuple[Shard, Iterable[Record]]], opts) -> Iterator[Event]:
+    """An Event per record of each unit, in order, and one at each unit's end (see the module's rules)."""
+    plan: deque = deque()  # (Shard, Record | FILLER | _End), in the order records were read
+
+    def pairs() -> Iterator[Record]:
+        for shard, records in units:
+            end, good = _End(time.perf_counter()), 0
             try:
-                for rec in read(shard):
-                    plan.append((state, rec))
+                for rec in records:
+                    plan.append((shard, rec))
                     if rec.error is None:
                         good += 1
-                        image, rec.image = rec.image, None  # the pair holds the bytes now
-                        yield Pair(image, rec.caption, rec.key)
+                        yield rec
             except ShardError as e:
-                state.failure = str(e)
-            except Exception as e:  # e.g. the file vanished or is unreadable: this shard only
-                state.failure = f"{shard.path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())}); check it"
+                end.failure = str(e)
+            except Exception as e:  # e.g. the file vanished or is unreadable: this unit only
+                end.failure = f"{shard.path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())}); check it"
             for _ in range(-good % opts.batch_size):
-                plan.append((state, _FILLER))
-                yield Pair(b"", "", None)
-            plan.append((state, _END))
+                plan.append((shard, FILLER))
+                yield FILLER
+            plan.append((shard, end))
 
-    def settle(upto_verdict) -> Iterator[ShardRows]:
-        """Move plan entries into rows until the one `upto_verdict` belongs to (None: to the end)."""
+    def settle(verdict) -> Iterator[Event]:
+        """Events for plan entries up to the one `verdict` belongs to (None: to the end)."""
         while plan:
-            state, item = plan.popleft()
-            if item is _END:
-                state.seconds = time.perf_counter() - state.start
-                yield state
-            elif item is _FILLER or item.error is None:
-                if upto_verdict is None:
+            shard, item = plan.popleft()
+            if isinstance(item, _End):
+                yield Event(shard, failure=item.failure, seconds=time.perf_counter() - item.start)
+            elif item.error is None:  # a pair the scorer was given (or a placeholder)
+                if verdict is None:
                     raise RuntimeError("the scorer returned fewer verdicts than pairs")
-                if item is not _FILLER:
-                    if upto_verdict.id != item.key:
-                        raise RuntimeError(f"verdict for {upto_verdict.id!r} came back for key {item.key!r}")
-                    state.rows.append(verdicts.row(item, upto_verdict, scorer.model_id, fingerprint))
+                if item is not FILLER:
+                    if verdict.id != item.id:
+                        raise RuntimeError(f"verdict for {verdict.id!r} came back for {item.id!r}")
+                    yield Event(shard, item, verdict)
                 return
             else:
-                state.rows.append(verdicts.row(item, None, scorer.model_id, fingerprint))
+                yield Event(shard, item)
 
-    stream = scorer.score_stream(pairs(), batch_size=opts.batch_size, workers=opts.workers,
+    source = pairs()
+    stream = scorer.score_stream(source, batch_size=opts.batch_size, workers=opts.workers,
                                  output_all=opts.output_all, max_new_tokens=opts.max_new_tokens)
-    for verdict in stream:
+    while True:
+        try:
+            verdict = next(stream)
+        except StopIteration:
+            break
+        except RuntimeError as e:
+            print(f"warning: the model failed while streaming ({_reason(e)}); going on batch by batch", file=sys.stderr)
+            waiting = [item for _, item in plan if isinstance(item, Record) and item.error is None]
+            rest = chain(waiting, source)
+            while batch := list(islice(rest, opts.batch_size)):
+                for v in score_each(scorer, batch, opts):
+                    yield from settle(v)
+            break
         yield from settle(verdict)
     yield from settle(None)

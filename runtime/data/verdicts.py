@@ -35,7 +35,7 @@ COLUMNS = ("key", "uid", "shard", "overall", "overall_expected", "recaption", "o
 def row(record: Record, verdict: object | None, model: str, fingerprint: str) -> dict:
     """One output row: the record's key and, when it was scored, its verdict's fields."""
     out = dict.fromkeys(COLUMNS)
-    out.update(key=record.key, uid=record.uid, shard=record.shard, model=model, model_fingerprint=fingerprint,
+    out.update(key=record.key, uid=record.uid, shard=record.source, model=model, model_fingerprint=fingerprint,
                error=record.error)
     if verdict is not None:
         subs = {name: s.get("score") for name, s in (verdict.sub_scores or {}).items()}

@@ -18,11 +18,12 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.data.records import Record, Shard, ShardError
+from runtime.data.formats import Format, NewCaption, register
+from runtime.data.records import Record, Shard, ShardError, keyed
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 MISSING_FROM_TAR = "listed in the shard's metadata but not in the tar (truncated download or corrupt member); re-download the shard"
@@ -135,7 +136,7 @@ def read_shard(shard: Shard, caption_field: str | None = None) -> Iterator[Recor
     """One record per key of the tar (and per key its metadata lists that the tar lost)."""
     seen: set[str] = set()
     for group in iter_groups(shard.path):
-        rec = Record(group.key, shard.path.name, uid=_uid(group))
+        rec = keyed(group.key, shard.path.name, uid=_uid(group))
         if group.key in seen:
             rec.error = f"key {group.key} appears twice in the shard (members not next to each other); keys must be unique"
             yield rec
@@ -157,7 +158,7 @@ def read_shard(shard: Shard, caption_field: str | None = None) -> Iterator[Recor
     for key in expected:
         if key not in seen:
             seen.add(key)
-            yield Record(key, shard.path.name, error=MISSING_FROM_TAR)
+            yield keyed(key, shard.path.name, error=MISSING_FROM_TAR)
 
 
 def _member(info: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
@@ -167,8 +168,7 @@ def _member(info: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, io.Byt
     return new, io.BytesIO(data)
 
 
-def write_enhanced(shard: Shard, out: Path, new_caption: Callable[[str], tuple[str | None, int | None]],
-                   caption_field: str | None = None) -> int:
+def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_field: str | None = None) -> int:
     """Copy the shard's readable keys to `out`, captions replaced where `new_caption(key)` gives one.
 
     `new_caption(key)` -> (replacement or None, overall score or None). Every copied key's .json
@@ -210,3 +210,15 @@ def write_enhanced(shard: Shard, out: Path, new_caption: Callable[[str], tuple[s
                 info.mtime, info.mode = last.mtime, last.mode
                 tf.addfile(*_member(info, json.dumps(meta, ensure_ascii=False).encode("utf-8")))
     return replaced
+
+
+def _metadata(path: Path) -> Path | None:
+    """img2dataset's sibling metadata (`00000.parquet` beside `00000.tar`), if there."""
+    meta = path.with_suffix(".parquet")
+    return meta if meta.is_file() else None
+
+
+FORMAT = register(Format(
+    "webdataset", "WebDataset", lambda shard, opts: read_shard(shard, opts.caption_field), (".tar",),
+    sidecar=_metadata,
+    write_enhanced=lambda shard, out, new_caption, opts: write_enhanced(shard, out, new_caption, opts.caption_field)))

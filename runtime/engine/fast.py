@@ -10,9 +10,10 @@ Decode steps run over slots [0, n) with n a power of two, so a compiled step (`t
 CUDA graphs on CUDA) sees a handful of shapes, all met in warm-up. A backbone whose kernels do not
 compile (bitsandbytes, GPTQ) runs the same step eagerly, and says so once.
 
-Scores: at each score's first digit the step also returns the digits' probabilities; when a
-score's first digit is not "1", the row stays in its slot one extra step per such score to
-evaluate the "1" branch (see `engine.expected`), in its own slot, at the digit's position.
+Observers (e.g. `runtime.scores`): every step also returns the probabilities of the observed ids,
+handed to a row's observer when it asks; once a row ends, it stays in its slot one extra step per
+branch its observer asks for (its token at its step's position), later positions first, so each
+branch sees an intact past.
 """
 
 from __future__ import annotations
@@ -25,23 +26,13 @@ from typing import Any
 
 import torch
 
-from runtime.engine import Decoded, StopRule
-from runtime.engine.expected import expected_score
-from runtime.engine.reference import row_text
+from runtime.engine import Backbone, Branch, Decoded, Finished, Observe, Observer, Row, StopRule, Unsupported, \
+    register
 from runtime.engine.step import StaticKV, Step
-from runtime.engine.watch import Pieces, Watcher, digit_ids
+from runtime.engine.text import Pieces, Watcher, row_text
 
 LEN_QUANTUM = 256  # the cache's length grows in steps of this many positions
 PREFILL_TOKENS = 8192  # at most this many (padded) positions per prefill forward
-
-
-@dataclass
-class Finished:
-    ids: list[int]
-    text: str
-    expected: dict[str, float]
-    prefill_seconds: float
-    seconds: float  # from its prefill to its end
 
 
 @dataclass
@@ -50,26 +41,16 @@ class _Row:
     length: int       # its embedding row's length: the first new token goes at this position
     budget: int
     watcher: Watcher
+    observer: Observer | None
     start: float
-    prefill_seconds: float
+    prefill_seconds: float = 0.0
     ids: list[int] = field(default_factory=list)
-    scoring: str | None = None  # the score whose first digit the next token is
-    q_for: str | None = None    # the score whose "1" the last token was: the next logits give q
-    digits: dict[str, list[float]] = field(default_factory=dict)
-    q: dict[str, float] = field(default_factory=dict)
-    probes: list[tuple[str, int]] = field(default_factory=list)  # (score, position) of "1" branches
+    branches: list[Branch] = field(default_factory=list)  # still to evaluate, the latest step last
     done: bool = False
 
     @property
     def position(self) -> int:  # where the last token goes when fed back
         return self.length + len(self.ids) - 1
-
-
-def is_dense(llm) -> bool:
-    """Every linear layer a plain `nn.Linear` with a plain weight: no quantized layer class
-    (bitsandbytes, GPTQModel) and no quantized tensor subclass (torchao's float8)."""
-    return all(type(m) is torch.nn.Linear and type(m.weight) is torch.nn.Parameter
-               for m in llm.modules() if "Linear" in type(m).__name__)
 
 
 def _buckets(slots: int) -> list[int]:
@@ -83,18 +64,22 @@ def _buckets(slots: int) -> list[int]:
 class FastDecoder:
     """`Decoder` with a static cache of `slots` rows and continuous batching."""
 
-    def __init__(self, llm, tokenizer, slots: int = 8, compile: bool | None = None, quiet: bool = False):
+    name = "fast"
+
+    def __init__(self, llm, tokenizer, slots: int = 8, compile: bool | None = None, quiet: bool = False,
+                 compilable: bool = False):
+        """compile None: on CUDA when the backbone may compile; compilable: the backbone's own answer
+        (its method's: `runtime.formats.Method.compiles`; a checkpoint's 16-bit backbone may)."""
         self.llm, self.tokenizer, self.slots = llm, tokenizer, max(1, slots)
-        self.pieces, self.digits = Pieces(tokenizer), digit_ids(tokenizer)
-        param = next(llm.parameters())
-        self.device = param.device
+        self.pieces = Pieces(tokenizer)
+        self.device = next(llm.parameters()).device
         self.dtype = llm.get_input_embeddings().weight.dtype
-        dense = is_dense(llm)
-        self.compiled = (self.device.type == "cuda" and dense) if compile is None else compile
-        if compile is None and self.device.type == "cuda" and not dense and not quiet:
+        self.compiled = (self.device.type == "cuda" and compilable) if compile is None else compile
+        if compile is None and self.device.type == "cuda" and not compilable and not quiet:
             print("engine: this backbone's quantized layers do not compile; decoding eagerly", file=sys.stderr)
         self.step: Step | None = None
         self._decide = None
+        self.observed: list[int] | None = None  # the ids whose probabilities each step returns
 
     def set_slots(self, slots: int) -> None:
         """Decode `slots` rows together from now on (the cache is made again at first use)."""
@@ -140,47 +125,39 @@ class FastDecoder:
         return self._summary(self.step(tokens, positions))
 
     def _summary(self, logits: torch.Tensor) -> torch.Tensor:
-        """[n, V] logits -> [n, 11]: the greedy id, then the ten digits' probabilities."""
+        """[n, V] logits -> [n, 1 + k]: the greedy id, then the k observed ids' probabilities."""
         best = logits.argmax(-1, keepdim=True).to(torch.float32)
-        if self.digits is None:
+        if self.observed is None:
             return best
-        probs = torch.softmax(logits.float(), -1)[:, self.digits]
+        probs = torch.softmax(logits.float(), -1)[:, self.observed]
         return torch.cat([best, probs], -1)
 
     # ------------------------------------------------------------ rows
 
     def _advance(self, row: _Row, out: list[float], stop: StopRule) -> None:
-        """One step's outcome for a generating row: its new token, and what it means."""
+        """One step's outcome for a generating row: its new token, and whether it ended."""
         token = int(out[0])
-        if self.digits is not None:
-            if row.q_for is not None:
-                row.q[row.q_for], row.q_for = out[1], None  # P("0") right after "1"
-            if row.scoring is not None:
-                row.digits[row.scoring] = out[1:11]
-                if token == self.digits[1]:
-                    row.q_for = row.scoring
-                elif token in self.digits:
-                    row.probes.append((row.scoring, row.length + len(row.ids)))
-        row.scoring = None
+        if row.observer is not None:
+            row.observer.add(token, out[1:] if row.observer.wants() else None)
         row.ids.append(token)
         marked = row.watcher.add(token)
         if token in stop.eos_ids or marked or len(row.ids) >= row.budget:
             row.done = True
-            if row.q_for is not None:  # ended right after a "1": its branch needs one more look
-                row.probes.append((row.q_for, row.position))
-                row.q_for = None
-            row.probes.sort(key=lambda p: p[1])  # popped from the end: later positions first, so each sees an intact past
-        elif self.digits is not None:
-            row.scoring = row.watcher.score_key()
+            if row.observer is not None:
+                row.branches = sorted(row.observer.end(), key=lambda b: b.step)
 
     def _finish(self, row: _Row, stop: StopRule) -> Finished:
-        expected = {k: expected_score(p, row.q[k]) for k, p in row.digits.items() if k in row.q}
-        return Finished(row.ids, row_text(self.tokenizer, row.ids, stop), expected, row.prefill_seconds,
+        return Finished(row.ids, row_text(self.tokenizer, row.ids, stop),
+                        {} if row.observer is None else row.observer.result(), row.start, row.prefill_seconds,
                         time.perf_counter() - row.start)
 
     @torch.inference_mode()
-    def stream(self, rows: Iterable[tuple[Any, torch.Tensor, int]], stop: StopRule) -> Iterator[tuple[Any, Finished]]:
+    def stream(self, rows: Iterable[Row], stop: StopRule, observe: Observe | None = None
+               ) -> Iterator[tuple[Any, Finished]]:
         """(key, row [L, H], budget) in -> (key, Finished) out, as rows end (not in input order)."""
+        observed = None if observe is None else list(observe.ids)
+        if observed != self.observed:  # the step returns other probabilities: a new step (and cache)
+            self.observed, self.step, self._decide = observed, None, None
         waiting = iter(rows)
         busy: dict[int, _Row] = {}
         pending, exhausted, buckets = None, False, _buckets(self.slots)
@@ -202,7 +179,8 @@ class FastDecoder:
                 if not group:
                     break
                 start = time.perf_counter()
-                new = [_Row(key, embeds.shape[0], budget, Watcher(self.pieces, stop.mark), start, 0.0)
+                new = [_Row(key, embeds.shape[0], budget, Watcher(self.pieces, stop.mark),
+                            None if observe is None else observe(), start)
                        for key, embeds, budget in group]
                 self._ensure(max(r.length + r.budget for r in new))
                 outs = self._summary(self.step.prefill([e.to(self.dtype) for _, e, _ in group],
@@ -210,7 +188,7 @@ class FastDecoder:
                 for slot, row, out in zip(free, new, outs):
                     row.prefill_seconds = time.perf_counter() - start
                     self._advance(row, out, stop)
-                    if row.done and not row.probes:
+                    if row.done and not row.branches:
                         yield row.key, self._finish(row, stop)
                     else:
                         busy[slot] = row
@@ -220,28 +198,36 @@ class FastDecoder:
             tokens = [0] * n
             positions = [0] * n
             for slot, row in busy.items():
-                if row.done:  # evaluate a "1" branch: "1" at the score's position
-                    tokens[slot], positions[slot] = self.digits[1], row.probes[-1][1]
+                if row.done:  # a branch: its token at its step's position
+                    branch = row.branches[-1]
+                    tokens[slot], positions[slot] = branch.token, row.length + branch.step
                 else:
                     tokens[slot], positions[slot] = row.ids[-1], row.position
             out = self._decide(torch.tensor(tokens, device=self.device),
                                torch.tensor(positions, device=self.device)).tolist()
             for slot, row in list(busy.items()):
                 if row.done:
-                    score, _ = row.probes.pop()
-                    row.q[score] = out[slot][1]
+                    row.observer.branch(row.branches.pop(), out[slot][1:])
                 else:
                     self._advance(row, out[slot], stop)
-                if row.done and not row.probes:
+                if row.done and not row.branches:
                     del busy[slot]
                     yield row.key, self._finish(row, stop)
 
     def decode(self, rows: list[torch.Tensor], stop: StopRule, max_new_tokens: int,
-               budgets: list[int] | None = None) -> Decoded:
+               budgets: list[int] | None = None, observe: Observe | None = None) -> Decoded:
         start = time.perf_counter()
         budgets = budgets or [max_new_tokens] * len(rows)
-        done = dict(self.stream(((i, r, b) for i, r, b in zip(range(len(rows)), rows, budgets)), stop))
-        rows_out = [done[i] for i in range(len(rows))]
-        return Decoded([f.ids for f in rows_out], [f.text for f in rows_out], time.perf_counter() - start,
-                       max(len(f.ids) for f in rows_out), sum(f.prefill_seconds for f in rows_out),
-                       [f.expected for f in rows_out])
+        done = dict(self.stream(zip(range(len(rows)), rows, budgets), stop, observe))
+        finished = [done[i] for i in range(len(rows))]
+        return Decoded.of(finished, start, max(len(f.ids) for f in finished))
+
+
+def _build(b: Backbone) -> FastDecoder:
+    why_not = FastDecoder.unsupported(b.llm)
+    if why_not:
+        raise Unsupported(why_not)
+    return FastDecoder(b.llm, b.tokenizer, slots=b.slots, compile=b.compile, compilable=b.compilable)
+
+
+register("fast", _build)

@@ -15,13 +15,16 @@ from pathlib import Path
 
 import torch
 
+from runtime.formats.registry import Method, option, register
 from runtime.model.checkpoint import DTYPES
+
+LM_HEAD = "quantize lm_head too"
 
 
 @dataclass(frozen=True)
 class BnbInt8Config:
-    threshold: float = 6.0         # outlier threshold; 0 disables the 16-bit outlier path
-    quantize_lm_head: bool = False
+    threshold: float = option(6.0, "outlier threshold (0 disables the 16-bit outlier path)", flag="--int8-threshold")
+    quantize_lm_head: bool = option(False, LM_HEAD)
 
     def __post_init__(self):
         if self.threshold < 0:
@@ -30,9 +33,10 @@ class BnbInt8Config:
 
 @dataclass(frozen=True)
 class BnbNf4Config:
-    double_quant: bool = True      # quantize the per-block scales too (~0.4 bit/weight saved)
-    compute_dtype: str = "bf16"    # dtype of the dequantized matmul
-    quantize_lm_head: bool = False
+    # quantize the per-block scales too (~0.4 bit/weight saved)
+    double_quant: bool = option(True, "do not quantize the scales", flag="--no-double-quant")
+    compute_dtype: str = option("bf16", "matmul dtype", choices=tuple(DTYPES))
+    quantize_lm_head: bool = option(False, LM_HEAD)
 
     def __post_init__(self):
         if self.compute_dtype not in DTYPES:
@@ -83,3 +87,8 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
     if dtype is not None:
         cast_unquantized(model, dtype)
     return model
+
+
+# bitsandbytes' layer classes are not compiled: the fast engine decodes them eagerly
+register(Method("bnb-int8", BnbInt8Config, quantize_int8, load))
+register(Method("bnb-nf4", BnbNf4Config, quantize_nf4, load))

@@ -15,13 +15,11 @@ from transformers.utils import logging as hf_logging
 
 from runtime.errors import InputError
 from runtime.files import read_json_object
-from runtime.formats import method
+from runtime.formats.registry import Method, method
 from runtime.formats.manifest import Manifest, Vision, read_manifest, verify
 from runtime.model.checkpoint import load_tokenizer
 from runtime.model.sizes import check_llm_shapes, check_vision_shapes, header_shapes
 from runtime.model.vision import VisionEncoder
-
-DENSE_METHODS = ("bf16", "fp16")  # backbones whose attention and MLP matrices keep their plain shapes
 
 
 def read_config(path: Path) -> dict:
@@ -29,14 +27,14 @@ def read_config(path: Path) -> dict:
     return read_json_object(path, "re-create the bundle with python -m quantize")
 
 
-def check_backbone(folder: Path, method_name: str) -> dict:
+def check_backbone(folder: Path, m: Method) -> dict:
     """The backbone's config.json, its sizes checked against its weight headers before loading."""
     cfg = read_config(folder / "config.json")
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise InputError(f"{folder}: no safetensors weights; re-create the bundle with python -m quantize")
     check_llm_shapes(cfg, header_shapes(files), "model.", folder / "config.json",
-                     projections=method_name in DENSE_METHODS)
+                     projections=m.plain_shapes)
     try:
         Qwen2Config.from_dict(cfg)
     except Exception as e:  # transformers' config classes raise several kinds
@@ -49,7 +47,7 @@ def load_backbone(root: Path, manifest: Manifest, device: str, dtype: torch.dtyp
     """The backbone as its method saved it."""
     name = manifest.backbone.method
     m = method(name)
-    check_backbone(root / manifest.backbone.path, name)
+    check_backbone(root / manifest.backbone.path, m)
     hf_logging.disable_progress_bar()  # stderr stays for messages, not per-load progress bars
     try:
         return m.load(root / manifest.backbone.path, manifest.backbone.params, device, dtype).eval()

@@ -7,16 +7,22 @@ from pathlib import Path
 
 import torch
 
+from runtime.formats.registry import Method, register
 from runtime.model.checkpoint import DTYPES
 
 
 @dataclass(frozen=True)
 class DenseConfig:
-    dtype: str = "bf16"
+    dtype: str = "bf16"     # fixed by the method's name
 
     def __post_init__(self):
         if self.dtype not in ("bf16", "fp16"):
             raise ValueError(f"dense dtype {self.dtype!r}: use bf16 or fp16")
+
+
+@dataclass(frozen=True)
+class Fp16Config(DenseConfig):
+    dtype: str = "fp16"
 
 
 def quantize(dense_dir: Path, out: Path, cfg: DenseConfig, calibration=None, device: str = "cpu") -> dict:
@@ -31,3 +37,8 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or DTYPES[params["dtype"]], device_map=device)
+
+
+# plain nn.Linear layers: the fast engine compiles them
+register(Method("bf16", DenseConfig, quantize, load, compiles=True, plain_shapes=True))
+register(Method("fp16", Fp16Config, quantize, load, compiles=True, plain_shapes=True))

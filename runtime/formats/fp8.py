@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from runtime.errors import InputError
-from runtime.formats import dense
+from runtime.formats.dense import DenseConfig, load as load_dense, quantize as quantize_dense
+from runtime.formats.registry import Method, option, register
 
 MIN_CAPABILITY = (8, 9)
 LOADED_BITS = 8.0           # per decoder Linear weight once converted (+ one fp32 scale per output row)
@@ -31,8 +32,9 @@ ACTIVATION_FLOOR = 1e-12    # least activation amax a float8 scale is computed f
 
 @dataclass(frozen=True)
 class Fp8Config:
-    granularity: str = "row"        # row: a scale per output row and per token; tensor: one scale each
-    quantize_lm_head: bool = False
+    granularity: str = option("row", "a float8 scale per output row and token (row) or one per tensor",
+                              flag="--fp8-granularity", choices=GRANULARITIES)
+    quantize_lm_head: bool = option(False, "quantize lm_head too")
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -41,7 +43,7 @@ class Fp8Config:
 
 def quantize(dense_dir: Path, out: Path, cfg: Fp8Config, calibration=None, device: str = "cpu") -> dict:
     """The 16-bit backbone in bf16; float8 conversion happens at load, on a float8 card."""
-    dense.quantize(dense_dir, out, dense.DenseConfig("bf16"), device=device)
+    quantize_dense(dense_dir, out, DenseConfig("bf16"), device=device)
     return {**asdict(cfg), "stored": "bf16", "converted_at_load": "torchao float8 dynamic activation + weight"}
 
 
@@ -103,4 +105,8 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
     if why:
         raise InputError(why)
     cfg = Fp8Config(**{k: params[k] for k in ("granularity", "quantize_lm_head") if k in params})
-    return convert(dense.load(folder, {"dtype": "bf16"}, "cpu", torch.bfloat16), cfg, device).to(device)
+    return convert(load_dense(folder, {"dtype": "bf16"}, "cpu", torch.bfloat16), cfg, device).to(device)
+
+
+# torchao's float8 tensors are not compiled here yet: the fast engine decodes them eagerly
+register(Method("fp8", Fp8Config, quantize, load, bits_per_weight=bits_per_weight))

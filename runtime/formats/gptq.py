@@ -36,6 +36,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from runtime.formats.registry import Method, option, register
+
 GROUP_SIZES = (-1, 32, 64, 128, 256)
 MARLIN_MIN_CAPABILITY = (7, 5)  # GPTQModel 7.7's Marlin: sm75+ (fp16 on sm75)
 FORMAT = {"quant_method": "gptq", "checkpoint_format": "gptq", "format": "gptq", "pack_dtype": "int32"}
@@ -43,11 +45,13 @@ FORMAT = {"quant_method": "gptq", "checkpoint_format": "gptq", "format": "gptq",
 
 @dataclass(frozen=True)
 class GptqConfig:
-    bits: int = 4
-    group_size: int = 128        # weights per scale; -1: one scale per output row
-    act_order: bool = False      # quantize columns in order of decreasing Hessian diagonal
-    sym: bool = True             # symmetric grid (vLLM's fast Marlin kernels need it)
-    damp: float = 0.01           # dampening, fraction of the mean Hessian diagonal
+    bits: int = 4                # fixed by the method's name
+    group_size: int = option(128, "weights per scale (-1: per row)")
+    # quantize columns in order of decreasing Hessian diagonal
+    act_order: bool = option(False, "act-order (desc_act)")
+    # symmetric grid (vLLM's fast Marlin kernels need it)
+    sym: bool = option(True, "asymmetric grid (vLLM's Marlin needs symmetric)", flag="--asym")
+    damp: float = option(0.01, "Hessian dampening (a fraction of the mean Hessian diagonal)")
 
     def __post_init__(self):
         if self.bits not in (4, 8):
@@ -56,6 +60,11 @@ class GptqConfig:
             raise ValueError(f"gptq group size {self.group_size}: use one of {GROUP_SIZES}")
         if not 0 < self.damp < 1:
             raise ValueError(f"gptq damp {self.damp}: must be in (0, 1), e.g. 0.01")
+
+
+@dataclass(frozen=True)
+class Gptq8Config(GptqConfig):
+    bits: int = 8
 
 
 def quiet_stdout():
@@ -226,3 +235,8 @@ def synthetic(dense_dir: Path, out: Path, cfg: GptqConfig, device: str = "cpu") 
     (out / "config.json").write_text(json.dumps({**c, "torch_dtype": "float16", "quantization_config": quant}, indent=2))
     (out / "quantize_config.json").write_text(json.dumps(quant, indent=2))
     return {**asdict(cfg), "synthetic": "random codes"}
+
+
+# GPTQModel's kernels are not compiled: the fast engine decodes them eagerly
+register(Method("gptq-int8", Gptq8Config, quantize, load, synthetic, calibrated=True))
+register(Method("gptq-int4", GptqConfig, quantize, load, synthetic, calibrated=True))

@@ -24,6 +24,7 @@ from runtime.errors import InputError
 from runtime.files import kind, open_regular, read_text, show
 from runtime.image import ImageSpec
 from runtime.model.config import Eos
+from runtime.model.locate import MANIFEST
 
 FORMAT = "aitqe-edge-bundle"
 FORMAT_VERSION = 3  # 2: end of generation as the original resolves it; 3: typed, with the calibration record
@@ -145,15 +146,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def is_bundle(root: str | Path) -> bool:
-    return (Path(root) / "manifest.json").exists()
-
-
 def read_manifest(root: str | Path) -> Manifest:
     """The bundle's manifest, or a one-line InputError (unreadable, other format or version, broken)."""
     root = Path(root)
     try:
-        d = json.loads(read_text(root / "manifest.json", f"{root}/manifest.json"))
+        d = json.loads(read_text(root / MANIFEST, f"{root}/{MANIFEST}"))
     except (ValueError, RecursionError) as e:
         if isinstance(e, InputError):
             raise
@@ -174,7 +171,7 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     """Checksum every file under `root` into the manifest and write root/manifest.json."""
     files = {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
     manifest = dataclasses.replace(manifest, files=files)
-    (root / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
+    (root / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2))
     return manifest
 
 
@@ -217,7 +214,7 @@ def verify(root: Path, manifest: Manifest) -> None:
     """Refuse a bundle with a missing, altered, unlisted or non-regular file, a path outside the
     bundle, or a manifest that leaves out a file the format needs."""
     present = bundle_files(root)
-    present.pop("manifest.json", None)
+    present.pop(MANIFEST, None)
     need = [rel for rel in required_files(manifest) if rel not in manifest.files]
     if need:
         raise InputError(f"bundle {show(root)}: the manifest does not list {show(need[0])}, which every bundle "

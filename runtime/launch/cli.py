@@ -1,8 +1,10 @@
-"""`python -m runtime.score --input SHARDS --output DIR ...`: the shard runner behind the CLI.
+"""`python -m runtime.score --input SHARDS --output DIR ...`: the dataset flags, the batch options, and
+where a shard run goes.
 
-SHARDS is a folder, a brace pattern, a comma list or one `.tar`/`.parquet`; DIR gets one
-`SHARD.aitqe.parquet` per shard. Runs here on this process's share of the shards
-(`--shard-index i --num-shards n`, one process per GPU) or on Ray (`--ray`).
+SHARDS is a folder, a brace pattern, a comma list or one shard file of a registered format
+(`runtime.data.formats`); DIR gets one `SHARD.aitqe.parquet` per shard. Runs here on this process's
+share of the shards (`--shard-index i --num-shards n`, one process per GPU, through
+`runtime.data.run.run_batch`) or on Ray (`--ray`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 
 from runtime.data.parquet_table import Columns
 from runtime.data.records import find_shards, pick
-from runtime.data.run import RunOptions, run_shards
+from runtime.data.run import RunOptions, run_batch
+from runtime.data.shard_output import ShardOutput
 from runtime.errors import InputError
-from runtime.launch.model import ScorerSpec, cached_loader, model_fingerprint
+from runtime.launch.model import cached_loader, model_fingerprint, spec_of
+from runtime.model.locate import locate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,12 +54,8 @@ def refuse_dataset_flags(args: argparse.Namespace) -> None:
 
 
 def options(args: argparse.Namespace) -> RunOptions:
-    if (args.enhance_below is None) != (args.enhanced_output is None):
-        raise InputError("--enhance-below N and --enhanced-output DIR2 go together; give both")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise InputError(f"--output {output}: is a file; with shards as input, --output is a folder")
-    return RunOptions(output=output, batch_size=args.batch_size, workers=args.workers, output_all=args.output_all,
+    """The batch run's options (pairs file or shards) from the command line."""
+    return RunOptions(output=Path(args.output), batch_size=args.batch_size, workers=args.workers, output_all=args.output_all,
                       max_new_tokens=args.max_new_tokens, enhance_below=args.enhance_below,
                       enhanced_output=Path(args.enhanced_output) if args.enhanced_output else None,
                       keep_above=args.keep_above, caption_field=args.caption_field,
@@ -64,7 +64,11 @@ def options(args: argparse.Namespace) -> RunOptions:
 
 def run_dataset(args: argparse.Namespace, model: Path) -> int:
     """Score the shards `args.input` names; the exit code."""
+    if (args.enhance_below is None) != (args.enhanced_output is None):
+        raise InputError("--enhance-below N and --enhanced-output DIR2 go together; give both")
     opts = options(args)
+    if opts.output.exists() and not opts.output.is_dir():
+        raise InputError(f"--output {opts.output}: is a file; with shards as input, --output is a folder")
     if args.workers < 0:
         raise InputError("--workers must be >= 0")
     shards = find_shards(args.input)
@@ -73,19 +77,18 @@ def run_dataset(args: argparse.Namespace, model: Path) -> int:
         if clash:
             raise InputError(f"--enhanced-output {opts.enhanced_output}: is the input folder; the copy would overwrite "
                              "the shards, pass another folder")
-    if not (model / "config.json").is_file() and not (model / "manifest.json").is_file():
-        raise InputError(f"--model {model}: not an AITQE checkpoint or bundle folder (no config.json or manifest.json)")
+    locate(model)
     opts.output.mkdir(parents=True, exist_ok=True)
-    spec = ScorerSpec(str(model), args.device, args.dtype, args.trust_remote_code, args.vision_backend, args.engine,
-                      args.batch_size, {"auto": None, "on": True, "off": False}[args.compile])
+    spec = spec_of(args, model)
     fingerprint = model_fingerprint(model)
     if args.ray:
         from runtime.launch.ray_data import run_ray
 
         if args.num_shards != 1:
             raise InputError("--ray spreads the shards itself; leave out --shard-index/--num-shards")
-        return run_ray(spec, shards, opts, fingerprint, actors=args.num_gpus)
+        return run_ray(spec, shards, ShardOutput(opts, fingerprint, shards), actors=args.num_gpus)
     if args.num_gpus is not None:
         raise InputError("--num-gpus is for --ray; without Ray, start one process per GPU with --shard-index/--num-shards")
     mine = pick(shards, args.shard_index, args.num_shards)
-    return run_shards(cached_loader(spec), mine, opts, fingerprint, all_shards=shards)
+    share = f"{args.shard_index}-of-{args.num_shards}" if args.num_shards != 1 else None
+    return run_batch(cached_loader(spec), mine, ShardOutput(opts, fingerprint, shards, share), opts)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from runtime.model.locate import MANIFEST, kind_of
+
 
 @dataclass(frozen=True)
 class ScorerSpec:
@@ -28,12 +30,18 @@ class ScorerSpec:
                                       engine=self.engine, slots=self.slots, compile=self.compile)
 
 
+def spec_of(args, model: Path, batch: bool = True) -> ScorerSpec:
+    """The scorer `python -m runtime.score`'s arguments ask for (`--compile auto`: compile in batch mode only)."""
+    return ScorerSpec(str(model), args.device, args.dtype, args.trust_remote_code, args.vision_backend, args.engine,
+                      args.batch_size, {"auto": None if batch else False, "on": True, "off": False}[args.compile])
+
+
 def model_fingerprint(model: str | Path) -> str:
     """sha256 of a bundle's manifest (which holds every file's checksum), or of a checkpoint's
     config and weights (`runtime.model.checkpoint.fingerprint`)."""
     root = Path(model)
-    if (root / "manifest.json").is_file():
-        return "sha256:" + hashlib.sha256((root / "manifest.json").read_bytes()).hexdigest()
+    if kind_of(root) == "bundle":
+        return "sha256:" + hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
     from runtime.model.checkpoint import fingerprint
 
     return fingerprint(root)

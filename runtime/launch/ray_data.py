@@ -2,8 +2,9 @@
 
 The dataset is the list of shards (one row each); `map_batches` sends them, one at a time, to a
 pool of stateful actors (`ActorPoolStrategy`, one GPU each), each of which loads the model once and
-runs `runtime.data.run.process_shard` on the shards it is given: the same reader, scorer call and
-atomic per-shard writers as a single process, so the outputs are the same files with the same rows.
+runs `runtime.data.shard_output.process_shard` on the shards it is given: the same reader, scoring
+stream and atomic per-shard writers as a single process, so the outputs are the same files with the
+same rows. The driver holds the output folder's lock (`runtime.lock`) for the whole job.
 Shards, not pairs, are the unit handed out: a shard's verdicts are written once it is complete
 (what makes resume and the atomic writes possible), a damaged shard is reported instead of failing
 the job (Ray's own `read_webdataset` raises on a truncated tar), and an idle actor takes the next
@@ -19,8 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from runtime.data.records import Shard
-from runtime.data.run import RunOptions, ShardResult, finish, process_shard, report
+from runtime.data.run import RunOptions
+from runtime.data.shard_output import ShardOutput, ShardResult, process_shard
 from runtime.errors import InputError
+from runtime.lock import output_lock
 from runtime.launch.model import ScorerSpec, cached_loader
 
 
@@ -48,11 +51,18 @@ def _ray():
     return ray
 
 
-def run_ray(spec: ScorerSpec, shards: list[Shard], opts: RunOptions, fingerprint: str, *,
+def run_ray(spec: ScorerSpec, shards: list[Shard], output: ShardOutput, *,
             actors: int | None = None, address: str | None = None) -> int:
-    """Score `shards` on the Ray cluster at `address` (default: RAY_ADDRESS, else a new local one)
-    with `actors` scorer actors (default: one per GPU of the cluster); the exit code."""
+    """Score `shards` into `output` on the Ray cluster at `address` (default: RAY_ADDRESS, else a new
+    local one) with `actors` scorer actors (default: one per GPU of the cluster); the exit code."""
     ray = _ray()
+    with output_lock(output.path, output.share):
+        return _run(ray, spec, shards, output, actors, address)
+
+
+def _run(ray, spec: ScorerSpec, shards: list[Shard], output: ShardOutput, actors: int | None,
+         address: str | None) -> int:
+    opts, fingerprint = output.opts, output.fingerprint
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         # A new local cluster's workers import this same code (not another installed copy).
@@ -78,5 +88,5 @@ def run_ray(spec: ScorerSpec, shards: list[Shard], opts: RunOptions, fingerprint
     order = {str(s.path.name): i for i, s in enumerate(shards)}
     results.sort(key=lambda r: order.get(r.shard, 0))
     for r in results:
-        report(r, opts)
-    return finish(shards, results, opts)
+        output.add(r)
+    return output.finish()

@@ -17,7 +17,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import GenerationConfig, Qwen2Config, SiglipVisionConfig
 
+from runtime.atomic import atomic_folder
 from runtime.image import ImageSpec
+from runtime.model.locate import check_replaceable
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
@@ -72,9 +74,17 @@ def aitqe_config(llm: Qwen2Config, vision: SiglipVisionConfig, tokenizer, vision
 def save_checkpoint(folder: str | Path, *, config: dict, state: dict[str, torch.Tensor], tokenizer,
                     vision: SiglipVisionConfig, image: ImageSpec, shard_bytes: int | None = None,
                     fmt: str = "safetensors") -> Path:
-    """Write `state` (checkpoint names) and configs in the released layout."""
+    """Write `state` (checkpoint names) and configs in the released layout, atomically; a checkpoint
+    already at `folder` is replaced, any other non-empty folder refused."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_replaceable(folder, "checkpoint", "a checkpoint", force=True)
+    with atomic_folder(folder) as tmp:
+        _write(tmp, config, state, tokenizer, vision, image, shard_bytes, fmt)
+    return folder
+
+
+def _write(folder: Path, config: dict, state: dict[str, torch.Tensor], tokenizer, vision: SiglipVisionConfig,
+           image: ImageSpec, shard_bytes: int | None, fmt: str) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     GenerationConfig(bos_token_id=config["bos_token_id"], eos_token_id=config["eos_token_id"],
                      pad_token_id=config["pad_token_id"]).save_pretrained(str(folder))
@@ -109,4 +119,3 @@ def save_checkpoint(folder: str | Path, *, config: dict, state: dict[str, torch.
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                  "weight_map": {n: f for f, s in zip(names, shards) for n in s}}
         (folder / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2))
-    return folder
