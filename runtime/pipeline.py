@@ -63,7 +63,11 @@ class Preparer:
         else:
             image = load_image(pair.image)
         budget = min(max_new_tokens, pair.max_new_tokens or max_new_tokens)
-        return Prepared(preprocess([image], self.image_spec)[0], prompt.ids, prompt.truncated, budget)
+        return Prepared(self.pixels(image), prompt.ids, prompt.truncated, budget)
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """An RGB image as the vision tower takes it: float [3, S, S], rescaled and normalized."""
+        return preprocess([image], self.image_spec)[0]
 
 
 def _prepare_one(preparer: Preparer, pair: Pair, max_new_tokens: int) -> Prepared | InputError:

@@ -123,7 +123,17 @@ class Decoded:
                    steps, min(f.start + f.prefill_seconds for f in rows) - start, [f.expected for f in rows])
 
 
-Row = tuple[Any, torch.Tensor, int]  # (key, embeddings [L, H]: image, then prompt; token budget)
+@dataclass(frozen=True)
+class Prompted:
+    """A row for an engine that embeds the prompt's tokens itself (llama.cpp): the image's projected
+    embeddings [T, H], then the prompt as token ids."""
+
+    image: Any  # float [T, H] (a numpy array or a tensor)
+    ids: list[int]
+
+
+# (key, embeddings [L, H]: image, then prompt; or a `Prompted` for an engine that takes ids; token budget)
+Row = tuple[Any, "torch.Tensor | Prompted", int]
 
 
 class Decoder(Protocol):

@@ -14,7 +14,9 @@ rounds the queries to F16, which flipped 6 of the 35 golden cases' near-tied gre
 cpu_repack (llama.cpp's repacked CPU weight layouts, AMX among them: faster for quantized models, off
 by default because a CPU that advertises AMX without the kernel granting it dies with SIGILL).
 `branch` evaluates another token in place of a chosen one on a second sequence sharing the KV
-cache: what the probability-weighted score needs for its "1" branch (runtime.engine.expected).
+cache, during `generate` or after it (`branch_logits`, while the row's cache is still there): what
+the probability-weighted score needs for its "1" branch (runtime.scores). `probs` keeps, per step,
+only the full-softmax probabilities of a few ids (what an observer reads), not the whole logits.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.model.locate import GGUF_INFO as MANIFEST
 
-MANIFEST, FORMAT, VERSION = "aitqe_gguf.json", "aitqe-gguf", 1
+FORMAT, VERSION = "aitqe-gguf", 1
 MAX_CTX = 4096  # default context: the model's trained one, at most this (AITQE needs ~729 + 100 + 384)
 INSTALL = "pip install 'aitqe-edge[llama]' (builds llama.cpp from source, about 10 CPU-minutes)"
 
@@ -69,6 +72,8 @@ class Generation:
     ids: list[int]  # new ids, up to and including the one that ended it
     logits: np.ndarray | None  # [len(ids), V] float32: row k chose ids[k] (when asked for)
     branches: dict[int, np.ndarray] = field(default_factory=dict)  # k -> logits after the branch token at k
+    probs: np.ndarray | None = None  # [len(ids), len(probs ids)] float64: full-softmax probabilities (when asked)
+    length: int = 0  # prompt positions (image + prompt ids): new token k sits at position length + k
     prefill_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -190,11 +195,13 @@ class LlamaCppModel:
 
     def generate(self, image: np.ndarray, prompt_ids: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int],
                  *, stop: Callable[[list[int]], bool] | None = None, logits: bool = False,
-                 branch: Callable[[list[int]], int | None] | None = None) -> Generation:
+                 branch: Callable[[list[int]], int | None] | None = None,
+                 probs: Sequence[int] | None = None) -> Generation:
         """Greedy new ids after [image] + prompt_ids. `image`: float embeddings [T, H] (the torch tower's)
         or uint8 pixels [S, S, 3] for clip.cpp. Ends after an id of `eos_ids` (kept), when `stop(ids)` is
         true, or after `max_new_tokens`. `logits`: keep each step's logits. `branch(ids)`, asked after
-        each chosen id, may name another token to evaluate in its place (logits in `branches`)."""
+        each chosen id, may name another token to evaluate in its place (logits in `branches`). `probs`:
+        ids whose full-softmax probabilities to keep at each step (`Generation.probs`)."""
         start = time.perf_counter()
         embeds = np.asarray(image)
         if embeds.dtype == np.uint8:
@@ -210,24 +217,35 @@ class LlamaCppModel:
         if prompt_ids:
             row = self._decode(embeds.shape[0], 0, tokens=list(prompt_ids), logits=True)
         prefill = time.perf_counter() - start
-        out, rows, eos = Generation([], None), [], set(eos_ids)
+        out, rows, kept, eos = Generation([], None, length=length), [], [], set(eos_ids)
         for k in range(max_new_tokens):
             token = int(np.argmax(row))  # the first maximum, as torch.argmax
             out.ids.append(token)
             if logits:
                 rows.append(row)
+            if probs is not None:
+                kept.append(softmax_at(row, probs))
             other = branch(out.ids) if branch else None
             if other is not None:
-                self.lib.llama_memory_seq_cp(self._memory, 0, 1, -1, -1)
-                out.branches[k] = self._decode(length + k, 1, tokens=[other], logits=True)
-                self.lib.llama_memory_seq_rm(self._memory, 1, -1, -1)
+                out.branches[k] = self.branch_logits(length + k, other)
             if token in eos or (stop and stop(out.ids)) or k + 1 == max_new_tokens:
                 break
             row = self._decode(length + k, 0, tokens=[token], logits=True)
         if logits:
             out.logits = np.stack(rows) if rows else np.zeros((0, self.n_vocab), np.float32)
+        if probs is not None:
+            out.probs = np.asarray(kept, np.float64).reshape(len(kept), len(probs))
         out.prefill_seconds, out.seconds = prefill, time.perf_counter() - start
         return out
+
+    def branch_logits(self, position: int, token: int) -> np.ndarray:
+        """The logits [V] after `token` fed at `position` on a copy of the last row's cache before it
+        (positions < position): during `generate` or after it, until the next row."""
+        self.lib.llama_memory_seq_cp(self._memory, 0, 1, -1, position)
+        try:
+            return self._decode(position, 1, tokens=[token], logits=True)
+        finally:
+            self.lib.llama_memory_seq_rm(self._memory, 1, -1, -1)
 
     def close(self) -> None:
         """Free llama.cpp's model, context and mtmd context (also done when the object is collected)."""
@@ -238,6 +256,13 @@ class LlamaCppModel:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def softmax_at(logits: np.ndarray, ids: Sequence[int]) -> list[float]:
+    """The full softmax's probabilities of `ids` (computed in float64)."""
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max())
+    return (e[list(ids)] / e.sum()).tolist()
 
 
 def _release(frees: list[tuple[Callable, object]]) -> None:
