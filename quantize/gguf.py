@@ -1,4 +1,4 @@
-"""An AITQE checkpoint -> a GGUF pair for llama.cpp: `python -m quantize.gguf --model SRC --type T --output DIR`.
+"""An AITQE checkpoint -> a GGUF pair for llama.cpp (`python -m quantize.export --format gguf --type T ...`).
 
 DIR gets a Qwen2 language-model GGUF (`quantize.gguf_text`), a clip.cpp mmproj GGUF
 (`quantize.gguf_vision`), the source tokenizer (the prompt is fed as the runtime's own token ids:
@@ -14,11 +14,9 @@ with a manifest is complete.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -167,25 +165,3 @@ def export_gguf(source: str | Path, output: str | Path, type: str = "f16", *, fo
     sizes = {k: sum(f.stat().st_size for f in (output / v).rglob("*") if f.is_file()) if (output / v).is_dir()
              else (output / v).stat().st_size for k, v in files.items()}
     return GgufExport(output, manifest, sizes, time.perf_counter() - start)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m quantize.gguf", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="AITQE checkpoint folder (16-bit)")
-    p.add_argument("--type", default="f16", choices=list(TYPES), help="the language model's GGUF type (default f16)")
-    p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--force", action="store_true", help="replace an existing GGUF export in --output")
-    p.add_argument("--threads", type=int, default=0, help="threads for llama.cpp's quantizer (0: all cores)")
-    args = p.parse_args(argv)
-    try:
-        done = export_gguf(args.model, args.output, args.type, force=args.force, threads=args.threads)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    sizes = ", ".join(f"{done.manifest['files'][k]} {v / 2**20:.2f} MiB" for k, v in done.bytes.items())
-    print(f"wrote {done.output}: {sizes}; {done.seconds:.1f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,8 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from quantize.gguf import export_gguf, main  # noqa: E402
+from quantize.export import main as export_main  # noqa: E402
+from quantize.gguf import export_gguf  # noqa: E402
 from runtime.demo import DEMO_MODEL  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
 from runtime.model.checkpoint import fingerprint, load_tokenizer  # noqa: E402
@@ -151,18 +152,19 @@ def test_output_folder_rules_and_command_line(golden_f32, tmp_path, capsys):
         export_gguf(GOLDEN, golden_f32.output, "f32")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
-    assert main(["--model", str(GOLDEN), "--output", str(tmp_path / "busy"), "--type", "f16"]) == 1
+    gguf = ["--format", "gguf", "--model", str(GOLDEN)]
+    assert export_main([*gguf, "--output", str(tmp_path / "busy"), "--type", "f16"]) == 1
     assert capsys.readouterr().err.startswith("error: --output")
     with pytest.raises(InputError, match="unknown GGUF type"):
         export_gguf(GOLDEN, tmp_path / "t", "q3_k")
     out = tmp_path / "cli"
-    assert main(["--model", str(GOLDEN), "--output", str(out), "--type", "f16"]) == 0
-    assert main(["--model", str(GOLDEN), "--output", str(out), "--type", "f32", "--force"]) == 0
+    assert export_main([*gguf, "--output", str(out), "--type", "f16"]) == 0
+    assert export_main([*gguf, "--output", str(out), "--type", "f32", "--force"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["aitqe_gguf.json", "checkpoint-f32.gguf",
                                                     "mmproj-checkpoint-f32.gguf", "tokenizer"]
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
-        main(["--help"])
+        export_main(["--help"])
     assert e.value.code == 0
 
 
@@ -178,3 +180,16 @@ def test_qwen2_split_rule_is_recognised_as_qwen2s_own_tokenizer_json_writes_it()
     assert not is_qwen2_split(split_first_newline)
     assert not is_qwen2_split({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True})
     assert not is_qwen2_split(None)
+
+
+def test_export_command_refuses_a_bundle_and_gguf_options_without_gguf(tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")  # a bundle's marker: refused before it is read
+    assert export_main(["--format", "gguf", "--model", str(bundle), "--output", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --model") and "checkpoint folder the bundle came from" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        export_main(["--model", str(GOLDEN), "--output", str(tmp_path / "o"), "--type", "q8_0"])
+    assert "--type and --threads are for --format gguf" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

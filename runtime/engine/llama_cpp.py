@@ -58,7 +58,7 @@ def read_manifest(folder: str | Path) -> dict:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read the GGUF export's manifest ({type(e).__name__}); "
-                         "export it again with python -m quantize.gguf") from None
+                         "export it again with python -m quantize.export --format gguf") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("version") != VERSION:
         raise InputError(f"{path}: not an aitqe-gguf manifest of version {VERSION}; export it again")
     missing = [f for f in m["files"].values() if not (folder / f).exists()]
@@ -131,7 +131,7 @@ class LlamaCppModel:
 
     @classmethod
     def from_export(cls, folder: str | Path, **options) -> "LlamaCppModel":
-        """Load a `quantize.gguf` export folder (language model and mmproj)."""
+        """Load a GGUF export folder (`quantize.gguf`) (language model and mmproj)."""
         m = read_manifest(folder)
         return cls(Path(folder) / m["files"]["language_model"], Path(folder) / m["files"]["mmproj"], **options)
 
