@@ -83,7 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8,
                    help="pairs decoded together (the fast engine's slots) and per vision-tower batch")
     p.add_argument("--engine", choices=ENGINES, default="fast",
-                   help="fast: static KV cache, continuous batching (default); reference: transformers' generate")
+                   help="fast: static KV cache, continuous batching (default); reference: transformers' generate; "
+                        "a GGUF export always runs on llama.cpp")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="compile the fast engine's decode step (auto: in batch mode on CUDA for a 16-bit backbone)")
     p.add_argument("--workers", type=int, default=0,

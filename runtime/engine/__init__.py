@@ -4,7 +4,8 @@ Every caller that generates (the scorer, calibration with answers, bench) goes t
 an engine is one implementation of it, registered here by name (`register`). Each module of this
 package that registers an engine is found and imported on first use, so a new engine is one new
 file: `engine.reference` is transformers' `generate`, the path the original AITQE code runs;
-`engine.fast` is a static KV cache with continuous batching. An engine that cannot run a backbone
+`engine.fast` is a static KV cache with continuous batching; `engine.gguf` is llama.cpp over a
+GGUF export (its rows are `Prompted`: image embeddings and prompt ids). An engine that cannot run a backbone
 raises `Unsupported` from its factory, and `build` falls back to the reference engine.
 
 Engines produce tokens. What a caller watches in a row (AITQE's scores: `runtime.scores`) is an
