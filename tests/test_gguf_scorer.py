@@ -97,3 +97,17 @@ def test_the_command_line_scores_a_pair_and_a_pairs_file(demo_f16, demo_scorer, 
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == [0, 1, 2] and records[0]["raw_text"] == want.raw_text
     assert records[1]["raw_text"] == demo_scorer.score(path, "a red circle <|im_end|>").raw_text
+
+
+def test_a_parquet_shard_through_the_gguf_export_gives_the_torch_rows(demo_f16, tmp_path):  # noqa: F811
+    pq = pytest.importorskip("pyarrow.parquet")
+    from runtime.demo.shards import pairs, write_parquet
+
+    path = write_parquet(tmp_path / "in", 0, pairs(0, 4))
+    rows = {}
+    for name, extra in (("gguf", ["--model", str(demo_f16), "--threads", "1"]), ("torch", ["--engine", "reference"])):
+        out = tmp_path / name
+        assert score_main([f"--input={path}", f"--output={out}", "--quiet", *extra]) == 0
+        rows[name] = pq.read_table(out / "00000.aitqe.parquet").to_pylist()
+    keep = ("key", "overall", "recaption", "error")
+    assert [{k: r[k] for k in keep} for r in rows["gguf"]] == [{k: r[k] for k in keep} for r in rows["torch"]]
