@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing export")
     p.add_argument("--type", default=None,
-                   help="gguf: the language model's type: f16 (default), q8_0, q4_k_m (made by llama.cpp's quantizer), f32")
+                   help="gguf: the language model's type: f16 (default), q8_0, q4_k_m (made by llama.cpp's "
+                        "quantizer), f32")
     p.add_argument("--threads", type=int, default=0, help="gguf: threads for llama.cpp's quantizer (0: all cores)")
     args = p.parse_args(argv)
     if args.format != "gguf" and (args.type is not None or args.threads):

@@ -47,7 +47,8 @@ def model_fingerprint(model: str | Path) -> str:
     root = Path(model)
     kind = kind_of(root)
     if kind in ("bundle", "gguf"):
-        return "sha256:" + hashlib.sha256((root / (MANIFEST if kind == "bundle" else GGUF_INFO)).read_bytes()).hexdigest()
+        manifest = root / (MANIFEST if kind == "bundle" else GGUF_INFO)
+        return "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()
     from runtime.model.checkpoint import fingerprint
 
     return fingerprint(root)
