@@ -33,7 +33,8 @@ Pair = Record  # the one pair type: `Pair(image, caption, id=...)`; the image a 
 
 @dataclass
 class Prepared:
-    """A pair ready for the model: its pixels [3, S, S], its prompt's token ids and its token budget."""
+    """A pair ready for the model: its pixels [3, S, S] (uint8 [S, S, 3] for clip.cpp: `Preparer.pixels`),
+    its prompt's token ids and its token budget."""
 
     pixels: torch.Tensor
     ids: list[int]
