@@ -60,8 +60,14 @@ def environment(device: str) -> dict:
 
 
 def describe(path: Path, what: str) -> dict:
-    """Name, method, bits per backbone weight, disk bytes and image size of a checkpoint or bundle folder."""
-    if locate(path, what).kind == "bundle":
+    """Name, method, bits per backbone weight, disk bytes and image size of a checkpoint, bundle or GGUF
+    export folder."""
+    kind = locate(path, what, accept=("bundle", "checkpoint", "gguf")).kind
+    if kind == "gguf":
+        from bench.gguf import describe_gguf
+
+        return describe_gguf(path)
+    if kind == "bundle":
         m = read_manifest(path)
         return {"name": path.name, "path": str(path), "method": m.backbone.method,
                 "bits_per_weight": m.backbone.bits_per_weight, "disk_bytes": bundle_bytes(path),
@@ -103,9 +109,10 @@ def accuracy(args, r: dict, pairs, out: Path) -> None:
             cand = Scorer.from_pretrained(v["path"], device=args.device)
             verdicts = cand.score_many(pairs, batch_size=args.batch_size, output_all=True, desc=v["name"])
             v["accuracy"] = verdict_agreement(ref_verdicts, verdicts, args.enhance_below)
-            v["teacher_forced"] = teacher_forced(ref, cand, pairs, ref_verdicts, max(1, args.batch_size // 2),
-                                                 f"{v['name']} teacher-forced")
-            v["layer_snr_db"] = layer_snr(ref.llm, cand.llm, snr_rows)
+            if cand.llm is not None:  # a GGUF export's layers are llama.cpp's: no teacher-forced pass, no SNR
+                v["teacher_forced"] = teacher_forced(ref, cand, pairs, ref_verdicts, max(1, args.batch_size // 2),
+                                                     f"{v['name']} teacher-forced")
+                v["layer_snr_db"] = layer_snr(ref.llm, cand.llm, snr_rows)
         except Exception as e:  # one broken candidate must not end a long benchmark: record it, go on
             v["accuracy_error"] = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
         del cand
@@ -122,7 +129,8 @@ def model_variants(args, out: Path) -> tuple[list[dict], Path, list, str]:
     cands = [dict(describe(Path(c), "--candidates"), role="candidate") for c in args.candidates]
     pairs_file, source, pairs = evaluation_pairs(args.pairs, args.limit, ref["image_size"], out)
     for c in cands:
-        seen = calibration_overlap(read_manifest(c["path"]) if c["method"] != "checkpoint" else None, pairs)
+        bundle = c["method"] != "checkpoint" and not c["method"].startswith("gguf-")
+        seen = calibration_overlap(read_manifest(c["path"]) if bundle else None, pairs)
         if seen:
             raise InputError(f"--candidates {c['path']}: calibrated on {len(seen)} of the evaluation pairs (e.g. "
                              f"{seen[0]!r}); evaluate it on pairs it was not calibrated on")
@@ -162,7 +170,8 @@ def synthetic_variants(args, r: dict, out: Path, work: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--reference", help="16-bit AITQE checkpoint or bf16/fp16 bundle")
-    p.add_argument("--candidates", nargs="+", default=[], help="bundles from python -m quantize")
+    p.add_argument("--candidates", nargs="+", default=[],
+                   help="bundles from python -m quantize, GGUF exports (python -m quantize.export --format gguf)")
     p.add_argument("--pairs", default="demo:200", help="pairs JSONL (id, image, caption) or demo:N (default demo:200); "
                                                        "only its evaluation split is used")
     p.add_argument("--limit", type=int, help="use at most this many pairs of a JSONL file")

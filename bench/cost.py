@@ -256,12 +256,13 @@ def main(argv: list[str] | None = None) -> int:
              "compiled": scorer.decoder.compiled, "lengths": args.lengths,
              "load_s": time.perf_counter() - start,
              "load_peak_bytes": peak(args.device, base), "output_all": args.output_all,
-             "max_new_tokens": args.max_new_tokens, "image_tokens": scorer.image_tokens,
-             "compute_dtype": str(llm.get_input_embeddings().weight.dtype).removeprefix("torch.")}
-        r["weight_bytes"], r["decode_read_bytes"] = weight_bytes(llm)
-        r["linear_flops_per_token"] = linear_flops_per_token(llm.config)
-        r["linear_kernels"] = linear_kernels(llm)
-        r["backbone_shape"] = backbone_shape(llm.config)
+             "max_new_tokens": args.max_new_tokens, "image_tokens": scorer.image_tokens}
+        if llm is not None:  # None: a GGUF export, whose weights llama.cpp holds (its size is the bench's disk bytes)
+            r["compute_dtype"] = str(llm.get_input_embeddings().weight.dtype).removeprefix("torch.")
+            r["weight_bytes"], r["decode_read_bytes"] = weight_bytes(llm)
+            r["linear_flops_per_token"] = linear_flops_per_token(llm.config)
+            r["linear_kernels"] = linear_kernels(llm)
+            r["backbone_shape"] = backbone_shape(llm.config)
         prompts = [len(scorer.prepare(q, args.max_new_tokens).ids) for q in pairs[:max(batch_sizes)]]
         r["prompt_tokens_mean"], r["prompt_tokens_first"] = statistics.mean(prompts), prompts[0]
 

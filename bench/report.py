@@ -111,14 +111,18 @@ def cost_table(r: dict) -> list[str]:
             rows.append(f"| {v['name']} | failed: {v.get('cost_error', '?')} |" + " |" * 11)
             continue
         one, best = c["batches"]["1"], c["batches"][str(c["best_batch"])]
-        gbs = c["decode_read_bytes"] / (med(c["decode_ms_per_step"]) / 1000) / 1e9
-        tokens = c["image_tokens"] + c["prompt_tokens_first"]  # batch 1 runs the first pair
-        tflops = c["linear_flops_per_token"] * tokens / (med(c["prefill_ms"]) / 1000) / 1e12
-        rows.append(f"| {v['name']} | {c['compute_dtype']} {'/'.join(c.get('linear_kernels', []))} | {c['load_s']:.1f} | {timing(c['encode_ms_b1'])} | "
+        rates = "- | - |"  # a GGUF export: llama.cpp holds its weights, no bytes read or FLOPs counted here
+        if "decode_read_bytes" in c:
+            gbs = c["decode_read_bytes"] / (med(c["decode_ms_per_step"]) / 1000) / 1e9
+            tokens = c["image_tokens"] + c["prompt_tokens_first"]  # batch 1 runs the first pair
+            tflops = c["linear_flops_per_token"] * tokens / (med(c["prefill_ms"]) / 1000) / 1e12
+            rates = (f"{gbs:.3g} ({gbs / ceil['copy_gb_per_s']:.0%}) | "
+                     f"{tflops:.3g} ({tflops / ceil['matmul_tflop_per_s']:.0%}) |")
+        compute = f"{c['compute_dtype']} {'/'.join(c.get('linear_kernels', []))}" if "compute_dtype" in c else "llama.cpp"
+        rows.append(f"| {v['name']} | {compute} | {c['load_s']:.1f} | {timing(c['encode_ms_b1'])} | "
                     f"{timing(c['prefill_ms'])} | {timing(c['decode_ms_per_step'], 2)} | {timing(one['ms_per_pair'])} | "
                     f"{timing(c['pairs_per_s_best'], 2)} (b{c['best_batch']}) | {one['new_tokens_mean']:.1f} | "
-                    f"{one['peak_bytes'] / GIB:.2f} | {best['peak_bytes'] / GIB:.2f} | "
-                    f"{gbs:.3g} ({gbs / ceil['copy_gb_per_s']:.0%}) | {tflops:.3g} ({tflops / ceil['matmul_tflop_per_s']:.0%}) |")
+                    f"{one['peak_bytes'] / GIB:.2f} | {best['peak_bytes'] / GIB:.2f} | " + rates)
     rows.append("")
     rows.append(f"Ceilings measured in this run: copy {ceil['copy_gb_per_s']:.1f} GB/s (read + write), "
                 f"{ceil['matmul_dtype']} matmul {ceil['matmul_tflop_per_s']:.3g} TFLOP/s (n={ceil['matmul_n']}). "

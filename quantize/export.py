@@ -1,6 +1,12 @@
-"""`python -m quantize.export`: an AITQE checkpoint or GPTQ bundle -> a standard LLaVA folder.
+"""`python -m quantize.export`: an AITQE checkpoint or GPTQ bundle -> a standard LLaVA folder, or a
+checkpoint -> a GGUF export for llama.cpp.
 
     python -m quantize.export --model SRC --format llava-hf --output DIR [--force]
+    python -m quantize.export --model SRC --format gguf --type f16|q8_0|q4_k_m|f32 --output DIR [--force]
+
+`--format gguf` is `quantize.gguf` (imported only then): a Qwen2 GGUF, a clip.cpp mmproj GGUF, the
+tokenizer and `aitqe_gguf.json`; `python -m runtime.score --model DIR` runs it on llama.cpp. It is
+made from a checkpoint folder (a bundle is refused: export the checkpoint it came from).
 
 The folder loads with transformers' `LlavaForConditionalGeneration` and `AutoProcessor` (no custom
 code) and, being in the llava-hf layout, with vLLM and SGLang. Its processor's chat template and
@@ -39,7 +45,7 @@ from runtime.model.checkpoint import iter_tensors, load_tokenizer, stored_dtype,
 from runtime.model.config import load_config
 from runtime.model.locate import EXPORT_INFO, locate
 
-FORMATS = ("llava-hf",)
+FORMATS = ("llava-hf", "gguf")
 SHARD_BYTES = 4 << 30
 VISION_EXCLUDED = "-:.*(vision_tower|multi_modal_projector).*"  # GPTQ `dynamic`: these modules stay unquantized
 
@@ -247,7 +253,7 @@ def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bo
     """Export `src` (checkpoint folder or bundle) to `out`, atomically; the export's info, whose
     `files` lists every file written (what a later --force may replace)."""
     src, out = Path(src), Path(out)
-    if fmt not in FORMATS:
+    if fmt not in FORMATS[:1]:
         raise InputError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
     source = locate(src)
     check_output(out, force)
@@ -260,14 +266,35 @@ def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bo
     return info
 
 
+def export_gguf_folder(src: str, out: str, type: str, force: bool, threads: int) -> int:
+    """`--format gguf`: quantize.gguf's export of a checkpoint folder, said in one line."""
+    from quantize.gguf import export_gguf
+
+    if locate(src).kind == "bundle":
+        raise InputError(f"--model {src}: a bundle; --format gguf is made from the checkpoint folder the bundle "
+                         "came from (llama.cpp's quantizer makes q8_0 and q4_k_m)")
+    done = export_gguf(src, out, type, force=force, threads=threads)
+    sizes = ", ".join(f"{done.manifest['files'][k]} {v / 2**20:.2f} MiB" for k, v in done.bytes.items())
+    print(f"wrote {done.output}: {sizes}; {done.seconds:.1f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quantize.export", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="AITQE checkpoint folder, or a bundle of python -m quantize")
     p.add_argument("--format", default="llava-hf", choices=FORMATS, help="the layout to write")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing export")
+    p.add_argument("--type", default=None,
+                   help="gguf: the language model's type: f16 (default), q8_0, q4_k_m (made by llama.cpp's "
+                        "quantizer), f32")
+    p.add_argument("--threads", type=int, default=0, help="gguf: threads for llama.cpp's quantizer (0: all cores)")
     args = p.parse_args(argv)
+    if args.format != "gguf" and (args.type is not None or args.threads):
+        p.error("--type and --threads are for --format gguf")
     try:
+        if args.format == "gguf":
+            return export_gguf_folder(args.model, args.output, args.type or "f16", args.force, args.threads)
         info = export(args.model, args.output, fmt=args.format, force=args.force)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -195,14 +195,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def resized(im: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """An RGB image squashed to the tower's S x S (no letterbox), uint8 [S, S, 3]: the pixels before
+    rescaling and normalization (what an engine with its own normalization, clip.cpp, is handed)."""
+    if im.mode != "RGB":
+        raise ValueError(f"preprocess expects RGB images, got mode {im.mode!r}; use load_image")
+    return np.asarray(im.resize((spec.size, spec.size), resample=spec.resample), dtype=np.uint8)
+
+
 def preprocess(images: Sequence[Image.Image], spec: ImageSpec) -> torch.Tensor:
     """RGB images -> float32 [B, 3, S, S], equal to transformers' SigLIP image processor output."""
     s = spec.size
-    arrays = []
-    for im in images:
-        if im.mode != "RGB":
-            raise ValueError(f"preprocess expects RGB images, got mode {im.mode!r}; use load_image")
-        arrays.append(np.asarray(im.resize((s, s), resample=spec.resample), dtype=np.uint8))
+    arrays = [resized(im, spec) for im in images]
     if not arrays:
         return torch.empty((0, 3, s, s), dtype=torch.float32)
     x = (np.stack(arrays).astype(np.float64) * spec.rescale).astype(np.float32)  # as transformers

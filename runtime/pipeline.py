@@ -35,7 +35,8 @@ Pair = Record  # the one pair type: `Pair(image, caption, id=...)`; the image a 
 
 @dataclass
 class Prepared:
-    """A pair ready for the model: its pixels [3, S, S], its prompt's token ids and its token budget."""
+    """A pair ready for the model: its pixels [3, S, S] (uint8 [S, S, 3] for clip.cpp: `Preparer.pixels`),
+    its prompt's token ids and its token budget."""
 
     pixels: torch.Tensor
     ids: list[int]
@@ -65,7 +66,11 @@ class Preparer:
         else:
             image = load_image(pair.image)
         budget = min(max_new_tokens, pair.max_new_tokens or max_new_tokens)
-        return Prepared(preprocess([image], self.image_spec)[0], prompt.ids, prompt.truncated, budget)
+        return Prepared(self.pixels(image), prompt.ids, prompt.truncated, budget)
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """An RGB image as the vision tower takes it: float [3, S, S], rescaled and normalized."""
+        return preprocess([image], self.image_spec)[0]
 
 
 def _prepare_one(preparer: Preparer, pair: Pair, max_new_tokens: int) -> Prepared | InputError:

@@ -21,7 +21,7 @@ from runtime.data.jsonl_output import JsonlOutput
 from runtime.data.records import is_shard_input
 from runtime.data.run import run_batch
 from runtime.demo import DEMO_MODEL
-from runtime.model.locate import kind_of, locate
+from runtime.model.locate import SCORABLE, kind_of, locate
 from runtime.errors import InputError
 from runtime.files import check_regular
 from runtime.launch.cli import add_arguments as add_dataset_arguments, options, refuse_dataset_flags, run_dataset
@@ -37,7 +37,7 @@ def default_model() -> Path:
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    return locate(args.model).root if args.model else default_model()
+    return locate(args.model, accept=SCORABLE).root if args.model else default_model()
 
 
 def load_scorer(args: argparse.Namespace) -> Scorer:
@@ -76,13 +76,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", help="pairs JSONL/CSV with id, image, caption (batch mode), or shards: a folder, "
                                    "a brace pattern, a .tar or a .parquet")
     p.add_argument("--output", help="verdicts JSONL to write or resume (batch mode); a folder for shards")
-    p.add_argument("--model", help="AITQE checkpoint folder or bundle (default: the built-in demo model)")
+    p.add_argument("--model", help="AITQE checkpoint folder, bundle, or GGUF export (llama.cpp runs it) "
+                                   "(default: the built-in demo model)")
     p.add_argument("--output-all", action="store_true", help="generate all sub-scores, not just up to the overall score")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--batch-size", type=int, default=8,
                    help="pairs decoded together (the fast engine's slots) and per vision-tower batch")
     p.add_argument("--engine", choices=ENGINES, default="fast",
-                   help="fast: static KV cache, continuous batching (default); reference: transformers' generate")
+                   help="fast: static KV cache, continuous batching (default); reference: transformers' generate; "
+                        "a GGUF export always runs on llama.cpp")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="compile the fast engine's decode step (auto: in batch mode on CUDA for a 16-bit backbone)")
     p.add_argument("--workers", type=int, default=0,
@@ -97,6 +99,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true",
                    help="say on stderr how the model decodes (end-of-generation ids and the file they came from)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="a GGUF export: threads for llama.cpp and clip.cpp (default: llama.cpp's choice)")
+    p.add_argument("--gpu-layers", type=int, default=0,
+                   help="a GGUF export: language-model layers llama.cpp offloads to the GPU of a CUDA/Metal "
+                        "build of llama-cpp-python (default 0; -1: all)")
     add_dataset_arguments(p)
     args = p.parse_args(argv)
     single = args.image is not None or args.caption is not None
@@ -107,8 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("single-pair mode needs both --image and --caption")
     if batch and (args.input is None or args.output is None):
         p.error("batch mode needs both --input and --output")
-    if args.max_new_tokens < 1 or args.batch_size < 1 or args.workers < 0:
-        p.error("--max-new-tokens and --batch-size must be >= 1, --workers >= 0")
+    if args.max_new_tokens < 1 or args.batch_size < 1 or args.workers < 0 or (args.threads or 1) < 1:
+        p.error("--max-new-tokens, --batch-size and --threads must be >= 1, --workers >= 0")
     return args
 
 

@@ -101,8 +101,11 @@ class Scorer:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
                         trust_remote_code: bool = False, vision_backend: str | None = None,
-                        engine: str = "fast", slots: int = 8, compile: bool | None = None) -> "Scorer":
-        """Load an AITQE checkpoint folder or an aitqe-edge bundle (its manifest decides how).
+                        engine: str = "fast", slots: int = 8, compile: bool | None = None,
+                        threads: int | None = None, gpu_layers: int = 0) -> "Scorer":
+        """Load an AITQE checkpoint folder or an aitqe-edge bundle (its manifest decides how), or a
+        GGUF export, which llama.cpp runs (`runtime.gguf_scorer`: `threads`, `gpu_layers`; the torch
+        options do not apply to it).
 
         dtype (bf16 | fp16 | fp32; default bf16 on CUDA, fp32 on CPU) applies to the 16-bit parts;
         a quantized backbone keeps its method's own storage and compute types.
@@ -111,6 +114,10 @@ class Scorer:
         step, by default on CUDA for a dense backbone), reference (transformers' generate, static
         batches of `slots`), or any other engine registered in runtime.engine.
         """
+        if kind_of(path) == "gguf":
+            from runtime.gguf_scorer import GgufScorer
+
+            return GgufScorer.load(path, threads=threads, gpu_layers=gpu_layers, trust_remote_code=trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")

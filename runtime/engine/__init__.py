@@ -4,7 +4,8 @@ Every caller that generates (the scorer, calibration with answers, bench) goes t
 an engine is one implementation of it, registered here by name (`register`). Each module of this
 package that registers an engine is found and imported on first use, so a new engine is one new
 file: `engine.reference` is transformers' `generate`, the path the original AITQE code runs;
-`engine.fast` is a static KV cache with continuous batching. An engine that cannot run a backbone
+`engine.fast` is a static KV cache with continuous batching; `engine.gguf` is llama.cpp over a
+GGUF export (its rows are `Prompted`: image embeddings and prompt ids). An engine that cannot run a backbone
 raises `Unsupported` from its factory, and `build` falls back to the reference engine.
 
 Engines produce tokens. What a caller watches in a row (AITQE's scores: `runtime.scores`) is an
@@ -123,7 +124,17 @@ class Decoded:
                    steps, min(f.start + f.prefill_seconds for f in rows) - start, [f.expected for f in rows])
 
 
-Row = tuple[Any, torch.Tensor, int]  # (key, embeddings [L, H]: image, then prompt; token budget)
+@dataclass(frozen=True)
+class Prompted:
+    """A row for an engine that embeds the prompt's tokens itself (llama.cpp): the image's projected
+    embeddings [T, H], then the prompt as token ids."""
+
+    image: Any  # float [T, H] (a numpy array or a tensor)
+    ids: list[int]
+
+
+# (key, embeddings [L, H]: image, then prompt; or a `Prompted` for an engine that takes ids; token budget)
+Row = tuple[Any, "torch.Tensor | Prompted", int]
 
 
 class Decoder(Protocol):

@@ -19,7 +19,7 @@ from runtime.data.run import RunOptions, run_batch
 from runtime.data.shard_output import ShardOutput
 from runtime.errors import InputError
 from runtime.launch.model import cached_loader, model_fingerprint, spec_of
-from runtime.model.locate import locate
+from runtime.model.locate import SCORABLE, locate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,7 +86,7 @@ def run_dataset(args: argparse.Namespace, model: Path) -> int:
         if clash:
             raise InputError(f"--enhanced-output {opts.enhanced_output}: is the input folder; the copy would overwrite "
                              "the shards, pass another folder")
-    locate(model)
+    locate(model, accept=SCORABLE)
     opts.output.mkdir(parents=True, exist_ok=True)
     spec = spec_of(args, model)
     fingerprint = model_fingerprint(model)

@@ -1,6 +1,7 @@
 """What is at a path, answered in one place for every command: an aitqe-edge bundle (`manifest.json`),
-a LLaVA export of `python -m quantize.export` (`aitqe_export.json`), or an AITQE checkpoint folder
-(`config.json`), checked in that order; or nothing usable, said in one line.
+a LLaVA export of `python -m quantize.export` (`aitqe_export.json`), a GGUF export for llama.cpp
+(`aitqe_gguf.json`), or an AITQE checkpoint folder (`config.json`), checked in that order; or
+nothing usable, said in one line.
 
 `locate` is for inputs (what to load); `check_replaceable` is for outputs (whether a command may
 write a folder there).
@@ -16,19 +17,21 @@ from runtime.files import show
 
 MANIFEST = "manifest.json"
 EXPORT_INFO = "aitqe_export.json"
+GGUF_INFO = "aitqe_gguf.json"
 CONFIG = "config.json"
-KINDS = (("bundle", MANIFEST), ("export", EXPORT_INFO), ("checkpoint", CONFIG))  # checked in this order
+KINDS = (("bundle", MANIFEST), ("export", EXPORT_INFO), ("gguf", GGUF_INFO), ("checkpoint", CONFIG))  # in this order
 PASS = "pass an AITQE checkpoint folder or a bundle"
+SCORABLE = ("bundle", "checkpoint", "gguf")  # what the scoring commands' --model may name
 
 
 @dataclass(frozen=True)
 class Located:
-    kind: str       # "bundle" | "export" | "checkpoint"
+    kind: str       # "bundle" | "export" | "gguf" | "checkpoint"
     root: Path
 
 
 def kind_of(path: str | Path) -> str:
-    """bundle | export | checkpoint for a folder holding one; else missing | file | empty | other."""
+    """bundle | export | gguf | checkpoint for a folder holding one; else missing | file | empty | other."""
     path = Path(path)
     if not path.exists():
         return "missing"
@@ -55,6 +58,8 @@ def locate(path: str | Path, what: str = "--model", accept: tuple[str, ...] = ("
         raise InputError(f"{label}: not a folder (a file); {PASS}")
     if kind == "export":
         raise InputError(f"{label}: a LLaVA export of python -m quantize.export (for transformers or vLLM); {PASS}")
+    if kind == "gguf":
+        raise InputError(f"{label}: a GGUF export for llama.cpp (python -m runtime.score runs it); {PASS}")
     raise InputError(f"{label}: not an AITQE checkpoint or bundle folder (no {CONFIG} or {MANIFEST}); {PASS}")
 
 

@@ -1,0 +1,71 @@
+"""A `Scorer` over a GGUF export (`python -m quantize.export --format gguf`): llama.cpp runs it.
+
+The same four stages as any scorer, with llama.cpp's parts: `prepare` squashes each image to the
+tower's S x S with PIL (uint8 [S, S, 3]: clip.cpp's own resize would letterbox it) and tokenizes the
+prompt with the export's `tokenizer/` (runtime.prompt: our ids, never the GGUF's tokenizer);
+`encode` runs clip.cpp's vision tower and projector (the mmproj GGUF) and makes `Prompted` rows
+(image embeddings, prompt ids); `decode` is the `llama.cpp` engine (runtime.engine.gguf). The
+manifest (`aitqe_gguf.json`) gives the image spec, image tokens, end-of-generation and pad ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from runtime.engine import Prompted
+from runtime.engine.gguf import NAME, LlamaCppDecoder
+from runtime.engine.llama_cpp import LlamaCppModel, read_manifest
+from runtime.image import ImageSpec, resized
+from runtime.model.checkpoint import load_tokenizer
+from runtime.model.config import Eos
+from runtime.pipeline import Prepared, Preparer
+from runtime.scorer import Scorer
+
+
+@dataclass(frozen=True)
+class SquashedPreparer(Preparer):
+    """Prepares pairs for clip.cpp: pixels uint8 [S, S, 3], squashed with PIL, not yet normalized."""
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(resized(image, self.image_spec).copy())
+
+
+@dataclass
+class GgufScorer(Scorer):
+    """A scorer whose vision tower is clip.cpp and whose decoder is llama.cpp (`model`)."""
+
+    model: LlamaCppModel | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, *, threads: int | None = None, gpu_layers: int = 0,
+             trust_remote_code: bool = False) -> "GgufScorer":
+        """Load a GGUF export: `threads` for llama.cpp and clip.cpp (default: theirs), `gpu_layers`
+        language-model layers offloaded by a CUDA/Metal build of llama-cpp-python (0: none; -1: all)."""
+        path = Path(path)
+        m = read_manifest(path)
+        model = LlamaCppModel.from_export(path, n_threads=threads, n_gpu_layers=gpu_layers)
+        tokenizer = load_tokenizer(path / m["files"]["tokenizer"], trust_remote_code)
+        image = m["image"]
+        spec = ImageSpec(image["size"], tuple(image["mean"]), tuple(image["std"]), image["resample"], image["rescale"])
+        return cls(llm=None, vision=None, tokenizer=tokenizer, image_spec=spec, image_tokens=m["image_tokens"],
+                   eos=Eos(tuple(m["eos"]["ids"]), m["eos"]["source"]), pad_token_id=m["pad_token_id"],
+                   model_id=path.resolve().name, max_positions=min(m["max_positions"], model.n_ctx),
+                   note=m.get("note"), engine=NAME, slots=1, decoder=LlamaCppDecoder(model, tokenizer), model=model)
+
+    @property
+    def preparer(self) -> Preparer:
+        return SquashedPreparer(self.tokenizer, self.image_spec, self.image_tokens, self.max_positions)
+
+    def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """clip.cpp's projected image embeddings [B, T, H] of squashed pixels uint8 [B, S, S, 3]."""
+        return torch.from_numpy(np.stack([self.model.image_embeddings(p.numpy()) for p in pixels]))
+
+    def encode(self, prepared: list[Prepared]) -> list[Prompted]:
+        """Rows for llama.cpp: each pair's image embeddings and its prompt ids."""
+        images = self.image_embeddings(torch.stack([p.pixels for p in prepared]))
+        return [Prompted(img.numpy(), p.ids) for img, p in zip(images, prepared)]
