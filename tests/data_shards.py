@@ -6,6 +6,20 @@ import io
 import tarfile
 from pathlib import Path
 
+FAST = ["--device", "cpu", "--quiet", "--batch-size", "4"]
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    """`python -m runtime.score` in-process on the demo model's fast settings: exit code and stderr."""
+    from runtime.score import main
+
+    capsys.readouterr()
+    try:
+        rc = main([*map(str, argv), *FAST])
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
 
 def rewrite_tar(path: Path, change) -> None:
     """Rewrite a tar member by member: change(name, data) -> new bytes, or None to drop the member."""

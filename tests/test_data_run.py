@@ -16,19 +16,9 @@ from runtime.demo import DEMO_MODEL
 from runtime.demo.shards import pairs, write_parquet, write_webdataset
 from runtime.score import main
 from runtime.scorer import Pair, Scorer
-from tests.data_shards import corrupt_header, member_offset, rewrite_tar
+from tests.data_shards import FAST, corrupt_header, member_offset, rewrite_tar, run
 
-FAST = ["--device", "cpu", "--quiet", "--batch-size", "4"]
 THRESHOLD = 6
-
-
-def run(capsys, *argv: str) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main([*map(str, argv), *FAST])
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
 
 
 def rows_of(folder: Path) -> dict[str, list[dict]]:

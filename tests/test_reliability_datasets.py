@@ -18,18 +18,8 @@ from runtime.data.webdataset_tar import read_shard as read_tar
 from runtime.demo.shards import pairs, write_parquet, write_webdataset
 from runtime.errors import InputError
 from runtime.lock import output_lock
-from runtime.score import main
+from tests.data_shards import run
 
-FAST = ["--device", "cpu", "--quiet", "--batch-size", "4"]
-
-
-def run(capsys, *argv) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main([*map(str, argv), *FAST])
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
 
 
 def tar_of(path: Path, members: list[tuple[str, bytes | None, bytes]]) -> Path:
