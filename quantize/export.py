@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 from transformers import GenerationConfig, Qwen2Config, SiglipVisionConfig
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
+from quantize.outputs import check_output
 from quantize.llava import (IMAGE_TOKEN, STOP_STRING, export_tokenizer, llava_config, llava_name, padded,
                             processor, prompt_text, refuse_unmappable)
 from runtime.atomic import atomic_folder
@@ -216,39 +217,6 @@ def export_bundle(src: Path, out: Path) -> dict:
     return info
 
 
-def _written(out: Path) -> list[str] | None:
-    """The files an export of this tool says it wrote (its manifest's `files`), or None."""
-    try:
-        files = json.loads((out / EXPORT_INFO).read_text(encoding="utf-8")).get("files")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
-    return files if isinstance(files, list) and all(isinstance(f, str) for f in files) else None
-
-
-def check_output(out: Path, force: bool) -> None:
-    """Refuse `out` unless it is missing, or (with --force) an empty folder or an export whose folder
-    holds only the files its manifest lists (never a symbolic link, never anything the user put there)."""
-    if out.is_symlink():
-        raise InputError(f"--output {out}: is a symbolic link, which is not followed; pass the folder itself")
-    if not out.exists():
-        return
-    if not force:
-        raise InputError(f"{out} already exists; pass --force to replace it, or choose another --output")
-    if not out.is_dir():
-        raise InputError(f"--output {out}: is a file, not an export; refusing to replace it, choose another --output")
-    present = sorted(p.name for p in out.iterdir())
-    if not present:
-        return
-    listed = _written(out)
-    if listed is None:
-        raise InputError(f"--output {out}: not an export of this tool that lists its files (no files in "
-                         f"{EXPORT_INFO}); refusing to replace it, delete it yourself or choose another --output")
-    extra = [name for name in present if name not in listed or (out / name).is_dir() or (out / name).is_symlink()]
-    if extra:
-        raise InputError(f"--output {out}: holds {extra[0]!r}, which the export did not write; refusing to replace "
-                         "it, move that away or choose another --output")
-
-
 def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bool = False) -> dict:
     """Export `src` (checkpoint folder or bundle) to `out`, atomically; the export's info, whose
     `files` lists every file written (what a later --force may replace)."""
@@ -257,8 +225,6 @@ def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bo
         raise InputError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
     source = locate(src)
     check_output(out, force)
-    if out.parent.exists() and not out.parent.is_dir():
-        raise InputError(f"--output {out}: {out.parent} is a file, not a folder; choose another --output")
     with atomic_folder(out) as tmp:
         info = export_bundle(src, tmp) if source.kind == "bundle" else export_checkpoint(src, tmp)
         info["files"] = sorted({p.name for p in tmp.iterdir()} | {EXPORT_INFO})

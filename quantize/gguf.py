@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,8 @@ from gguf import GGMLQuantizationType, LlamaFileType
 
 from quantize import gguf_text, gguf_vision
 from quantize.gguf_file import BF16, F16, F32, storage_kind, write_gguf
-from runtime.atomic import atomic_path
+from quantize.outputs import check_output
+from runtime.atomic import atomic_folder, atomic_path
 from runtime.engine.llama_cpp import FORMAT, MANIFEST, VERSION, llama_cpp_module
 from runtime.errors import InputError
 from runtime.model.checkpoint import Checkpoint, fingerprint, load_checkpoint, stored_dtype
@@ -47,31 +46,6 @@ class GgufExport:
     seconds: float
 
 
-def _clear(output: Path, force: bool, *, remove: bool) -> None:
-    """Check that `output` can take the export (absent, empty, or a previous export and --force);
-    with `remove`, delete that previous export's files."""
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise InputError(f"--output {output} is a file; pass a folder")
-    old = output / MANIFEST
-    others = [p for p in output.iterdir() if p != old]
-    if old.exists() and force:
-        files = set(json.loads(old.read_text(encoding="utf-8")).get("files", {}).values())
-        others = [p for p in others if p.name not in files]
-        for name in files if remove else ():
-            if (output / name).is_dir():
-                shutil.rmtree(output / name)
-            else:
-                (output / name).unlink(missing_ok=True)
-        if remove:
-            old.unlink()
-    elif old.exists():
-        raise InputError(f"--output {output} holds a GGUF export; add --force to replace it")
-    if others:
-        raise InputError(f"--output {output} is not empty; pass a new folder")
-
-
 def quantize_with_llama_cpp(source: Path, dest: Path, file_type: LlamaFileType, threads: int) -> None:
     """llama.cpp's own quantizer (llama-quantize's code) from one GGUF to another."""
     llama_cpp = llama_cpp_module()
@@ -81,15 +55,6 @@ def quantize_with_llama_cpp(source: Path, dest: Path, file_type: LlamaFileType, 
     if rc != 0:
         raise InputError(f"llama.cpp's quantizer failed ({file_type.name}, code {rc}); "
                          "run with a smaller --type or report the checkpoint's shapes")
-
-
-def _save_tokenizer(tokenizer, folder: Path) -> None:
-    tmp = folder.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{folder.name}")
-    try:
-        tokenizer.save_pretrained(str(tmp))
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_language_model(ck: Checkpoint, path: Path, name: str, kind: GGMLQuantizationType,
@@ -141,27 +106,24 @@ def export_gguf(source: str | Path, output: str | Path, type: str = "f16", *, fo
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
         raise InputError("--output is the checkpoint folder itself; pass a new folder")
-    _clear(output, force, remove=False)  # before the (possibly long) load
+    check_output(output, force)  # before the (possibly long) load
     cfg = load_config(source)
     ck = load_checkpoint(source, dtype=stored_dtype(cfg))
     gguf_text.check_llm(ck)
     gguf_vision.check_vision(ck)
-    _clear(output, force, remove=True)
-    output.mkdir(parents=True, exist_ok=True)
     name = source.resolve().name
     llm_kind = F32 if type == "f32" else F16 if type == "f16" else storage_kind(stored_dtype(cfg))
     mm_kind = F32 if type == "f32" else F16
     files = {"language_model": f"{name}-{type}.gguf", "mmproj": f"mmproj-{name}-{mm_kind.name.lower()}.gguf",
              "tokenizer": TOKENIZER}
-    _write_language_model(ck, output / files["language_model"], name, llm_kind, file_type if by_llama else None,
-                          threads)
-    with atomic_path(output / files["mmproj"]) as tmp:
-        write_gguf(tmp, gguf_vision.ARCH, gguf_vision.metadata(ck, name, int(FILE_TYPE[mm_kind])),
+    with atomic_folder(output) as tmp:
+        _write_language_model(ck, tmp / files["language_model"], name, llm_kind, file_type if by_llama else None,
+                              threads)
+        write_gguf(tmp / files["mmproj"], gguf_vision.ARCH, gguf_vision.metadata(ck, name, int(FILE_TYPE[mm_kind])),
                    gguf_vision.tensors(ck, mm_kind))
-    _save_tokenizer(ck.tokenizer, output / TOKENIZER)
-    manifest = _manifest(cfg, type, name, fingerprint(source), files, mm_kind)
-    with atomic_path(output / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        ck.tokenizer.save_pretrained(str(tmp / TOKENIZER))
+        manifest = _manifest(cfg, type, name, fingerprint(source), files, mm_kind)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     sizes = {k: sum(f.stat().st_size for f in (output / v).rglob("*") if f.is_file()) if (output / v).is_dir()
              else (output / v).stat().st_size for k, v in files.items()}
     return GgufExport(output, manifest, sizes, time.perf_counter() - start)

@@ -148,7 +148,7 @@ def test_what_llama_cpp_cannot_express_is_refused_in_one_line(tiny_ckpt, tmp_pat
 
 
 def test_output_folder_rules_and_command_line(golden_f32, tmp_path, capsys):
-    with pytest.raises(InputError, match="add --force"):
+    with pytest.raises(InputError, match="pass --force"):
         export_gguf(GOLDEN, golden_f32.output, "f32")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
@@ -163,6 +163,9 @@ def test_output_folder_rules_and_command_line(golden_f32, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["aitqe_gguf.json", "checkpoint-f32.gguf",
                                                     "mmproj-checkpoint-f32.gguf", "tokenizer"]
     assert "wrote" in capsys.readouterr().out
+    (out / "notes.txt").write_text("the user's")  # --force replaces only what the export listed
+    assert export_main([*gguf, "--output", str(out), "--type", "f32", "--force"]) == 1
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "the user's"
     with pytest.raises(SystemExit) as e:
         export_main(["--help"])
     assert e.value.code == 0
