@@ -18,7 +18,7 @@ def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     table = text.split("## Which command for what", 1)[1].split("\n## ", 1)[0]
     found = re.findall(r"`(python -m [\w.]+|bash [\w./]+)", table)
-    return sorted(set(found) | {"python -m bench.device_summary"})  # device_check.sh's last step
+    return sorted(set(found) | {"python -m bench.device_summary", "python -m bench.device_steps"})  # device_check.sh's
 
 
 def test_the_table_lists_the_commands():
