@@ -23,6 +23,7 @@ from runtime.gguf_scorer import GgufScorer  # noqa: E402
 from runtime.model.locate import kind_of, locate  # noqa: E402
 from runtime.score import main as score_main  # noqa: E402
 from runtime.scorer import Pair, Scorer  # noqa: E402
+from tests.test_toy_engine import protocol_gaps  # noqa: E402
 from tests.test_gguf_llama_cpp import (CASES, GOLDEN, MAX_NEW, MODES, demo_f16, demo_scorer,  # noqa: E402,F401
                                        golden_export, held_out)
 
@@ -40,6 +41,7 @@ def demo_gguf(demo_f16):  # noqa: F811
 def test_a_gguf_export_is_located_and_loads_as_a_gguf_scorer(golden_export, golden_gguf):  # noqa: F811
     assert kind_of(golden_export) == "gguf"
     assert isinstance(golden_gguf, GgufScorer) and golden_gguf.engine == "llama.cpp"
+    assert protocol_gaps(golden_gguf.decoder) == []
     with pytest.raises(InputError, match="a GGUF export for llama.cpp"):
         locate(golden_export)  # where only checkpoints and bundles are taken (python -m quantize)
 

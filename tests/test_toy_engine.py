@@ -23,6 +23,7 @@ class Toy:
 
     name = "toy"
     compiled = False
+    compiles = 0
 
     def __init__(self, backbone: Backbone):
         self.inner = engine.build("reference", backbone)
@@ -50,6 +51,19 @@ class Toy:
 
 
 engine.register("toy", Toy)
+
+
+def protocol_gaps(decoder) -> list[str]:
+    """The members of the `Decoder` protocol that `decoder` lacks (a Protocol is not checked by Python)."""
+    members = set(engine.Decoder.__annotations__) | {n for n in vars(engine.Decoder) if not n.startswith("_")}
+    return sorted(m for m in members if not hasattr(decoder, m))
+
+
+def test_every_engine_has_the_whole_protocol():
+    scorers = {name: Scorer.from_pretrained(DEMO_MODEL, device="cpu", engine=name, slots=2)
+               for name in ("fast", "reference", "toy")}
+    assert {name: protocol_gaps(s.decoder) for name, s in scorers.items()} == {"fast": [], "reference": [], "toy": []}
+    assert {"compiles", "slots", "stream", "decode"} <= set(protocol_gaps(object()))
 
 
 def verdicts(v) -> list[tuple]:

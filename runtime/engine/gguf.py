@@ -31,6 +31,7 @@ class LlamaCppDecoder:
 
     name = NAME
     compiled = False
+    compiles = 0
     slots = 1
 
     def __init__(self, model: LlamaCppModel, tokenizer):
