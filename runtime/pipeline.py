@@ -14,7 +14,7 @@ import multiprocessing
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -100,21 +100,28 @@ def ahead(items: Iterator, depth: int = 1, grad: bool = False) -> Iterator:
     stop = threading.Event()
     end = object()
 
+    def offer(entry) -> bool:
+        """Put `entry` for the consumer unless it has stopped listening (never blocks past that)."""
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             with torch.inference_mode(not grad):
                 for item in items:
-                    while not stop.is_set():
-                        try:
-                            box.put((item, None), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not offer((item, None)):
                         return
-            box.put((end, None))
+            offer((end, None))
         except BaseException as e:  # handed to the consumer
-            box.put((end, e))
+            offer((end, e))
+        finally:
+            if isinstance(items, Generator):
+                items.close()  # its own clean-up (e.g. worker processes) runs now, in this thread
 
     thread = threading.Thread(target=produce, daemon=True, name="aitqe-ahead")
     thread.start()
