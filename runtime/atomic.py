@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from runtime.errors import InputError
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -47,7 +49,10 @@ def write_text(final: Path, text: str) -> None:
 def atomic_folder(final: Path) -> Iterator[Path]:
     """A fresh temporary folder beside `final` to fill; when the block ends without an exception it
     takes `final`'s place (an existing `final` is moved aside, then removed: the caller decides
-    whether it may be replaced), else it is removed."""
+    whether it may be replaced), else it is removed. A symbolic link at `final` is refused: replacing
+    the link would leave its target as it was and the command's output somewhere else."""
+    if final.is_symlink():
+        raise InputError(f"{final}: is a symbolic link, which is not followed; pass the folder itself")
     final.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     tmp = final.parent / f".{final.name}.tmp-{tag}"

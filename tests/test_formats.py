@@ -129,3 +129,16 @@ def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
     with atomic_folder(final) as tmp:
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in final.iterdir()] == ["b"]
+
+
+def test_atomic_folder_refuses_a_symbolic_link_and_leaves_its_target(tmp_path):
+    from runtime.atomic import atomic_folder
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "keep.txt").write_text("the user's")
+    (tmp_path / "out").symlink_to(tmp_path / "real")
+    with pytest.raises(InputError, match="symbolic link"):
+        with atomic_folder(tmp_path / "out") as tmp:
+            (tmp / "a").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "real"] and (tmp_path / "out").is_symlink()
+    assert [p.name for p in (tmp_path / "real").iterdir()] == ["keep.txt"]
