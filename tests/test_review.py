@@ -17,7 +17,7 @@ import pytest
 from runtime.demo import DEMO_MODEL
 from runtime.demo.shards import pairs, write_webdataset
 from runtime.review import build_report, main
-from runtime.review import verdicts as review_verdicts
+from runtime.review import page as review_page, verdicts as review_verdicts
 from runtime.review.page import word_diff
 from runtime.review.survey import survey
 from runtime.review.verdicts import units
@@ -81,14 +81,22 @@ def test_sampling_is_bounded_seeded_and_keeps_the_lowest(tmp_path, monkeypatch):
         pq.write_table(table.slice(i * 2000, 2000), tmp_path / f"{i:05d}.aitqe.parquet")
     found = units(tmp_path)
     got = survey(found, lowest=10, sample=25, seed=3)
-    assert len(got.picks) <= 10 + 3 * 25
-    whys = [w for ws in got.picks.values() for w in ws]
+    whys = list(got.picks.values())
     assert {w: whys.count(w) for w in set(whys)} == {"lowest": 10, "replaced": 25, "no score": 25, "sampled": 25}
     keys = {(u, pos): f"k{u * 2000 + pos:05d}" for u, pos in got.picks}
-    assert sorted(keys[p] for p, w in got.picks.items() if "lowest" in w) == sorted(lowest_keys(table, 10))
-    assert all(table["replaced"][int(keys[p][1:])].as_py() for p, w in got.picks.items() if "replaced" in w)
+    assert sorted(keys[p] for p, w in got.picks.items() if w == "lowest") == sorted(lowest_keys(table, 10))
+    for p, w in got.picks.items():
+        row = table.slice(int(keys[p][1:]), 1).to_pylist()[0]
+        assert {"lowest": row["overall"] is not None, "replaced": row["replaced"],
+                "no score": row["overall"] is None and not row["replaced"],
+                "sampled": row["overall"] is not None and not row["replaced"]}[w]
     assert survey(found, lowest=10, sample=25, seed=3).picks == got.picks
     assert survey(found, lowest=10, sample=25, seed=4).picks != got.picks
+    monkeypatch.setattr(review_page, "MAX_SHARDS", 2)
+    build_report(tmp_path, tmp_path / "r.html", lowest=10, sample=25, seed=3)
+    text = (tmp_path / "r.html").read_text()
+    assert "1 more are counted in the totals" in text and text.count('<td class="key">0000') == 2
+    assert len(json_rows(tmp_path / "r.html")) == 10 + 3 * 25
 
 
 def test_word_diff_marks_deleted_and_inserted_words():
@@ -123,11 +131,32 @@ def test_pairs_file_run_gets_images_and_captions(tmp_path, capsys):
     assert main(["--verdicts", str(tmp_path / "v.jsonl"), "--input", str(tmp_path / "pairs.jsonl"),
                  "--output", str(tmp_path / "r.html")]) == 0
     assert capsys.readouterr().err.strip() == f"{tmp_path / 'r.html'}: showing 4 of 4 pairs (3 lowest-scored, " \
-        "1 without a score, 3 sampled at random), 3 with an image"
+        "1 without a score), 3 with an image"
     rows = {r["key"]: r for r in json_rows(tmp_path / "r.html")}
     assert set(rows) == {p["key"] for p in data} | {"bad"}
     assert all(rows[p["key"]]["caption"] == p["caption"] and rows[p["key"]]["thumb"] for p in data)
     assert rows["bad"]["error"] and rows["bad"]["thumb"] is None
+
+
+def test_recorded_caption_replaced_dropped_note_and_settings_are_shown(tmp_path):
+    rows = [{"key": "a", "caption": "old words here", "overall": 2, "recaption": "new words here", "replaced": True,
+             "dropped": False, "note": "demo model", "sub_scores": [("text", 3)], "sub_scores_expected": [("text", 2.5)]},
+            {"key": "b", "caption": None, "overall": None, "error": "image: not an image", "replaced": False,
+             "dropped": True, "note": "demo model"}]
+    schema = pa.schema([("key", pa.string()), ("caption", pa.string()), ("overall", pa.int32()),
+                        ("recaption", pa.string()), ("replaced", pa.bool_()), ("dropped", pa.bool_()),
+                        ("note", pa.string()), ("sub_scores", pa.map_(pa.string(), pa.int32())),
+                        ("sub_scores_expected", pa.map_(pa.string(), pa.float64())), ("error", pa.string())])
+    run = json.dumps({"enhance_below": 6, "engine": None})
+    table = pa.Table.from_pylist(rows, schema=schema.with_metadata({"aitqe.run": run}))
+    pq.write_table(table, tmp_path / "00000.aitqe.parquet")
+    build_report(tmp_path, tmp_path / "r.html")
+    got = {r["key"]: r for r in json_rows(tmp_path / "r.html")}
+    assert (got["a"]["replaced"], got["a"]["dropped"], got["b"]["dropped"]) == (True, False, True)
+    assert got["a"]["diff"] == [["-", "old"], ["+", "new"], ["=", "words here"]] and got["a"]["note"] == "demo model"
+    assert got["a"]["subs"] == [["text", 3, 2.5]] and got["b"]["thumb"] is None
+    text = (tmp_path / "r.html").read_text()
+    assert "<dt>enhance_below</dt><dd>6</dd>" in text and '<div class="note">demo model</div>' in text
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -68,7 +68,7 @@ def build_report(verdicts: Path, output: Path, input: str | None = None, lowest:
     rows = [(row, surveyed.picks[u, row.pos]) for u in sorted(by_unit) for row in fetch(found[u], by_unit[u])]
     if input is not None:
         attach([r for r, _ in rows], found, input, thumb_size)
-    write_text(output, render(surveyed, rows, run_settings(found[0]), str(verdicts)))
+    write_text(output, render(surveyed, rows, run_settings(found[0]), str(verdicts), input))
     return f"{showing(surveyed, len(rows))}, {sum(r.thumb is not None for r, _ in rows):,} with an image"
 
 

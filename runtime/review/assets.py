@@ -43,15 +43,15 @@ table.shards td { padding: 3px 8px; }
          color: var(--muted); background: var(--bg); border: 1px dashed var(--line); border-radius: 4px; }
 .score { display: inline-block; min-width: 28px; text-align: center; border-radius: 10px; color: #fff;
          font-weight: 600; padding: 1px 6px; }
-.tag { display: inline-block; font-size: 11px; border-radius: 9px; padding: 0 7px; margin: 2px 3px 0 0;
+.tag { display: inline-block; white-space: nowrap; font-size: 11px; border-radius: 9px; padding: 0 7px; margin: 2px 3px 0 0;
        background: #ddf4ff; color: #0550ae; }
 .tag.replaced { background: #dafbe1; color: #116329; }
 .tag.error, .tag.dropped { background: #ffebe9; color: #a40e26; }
 .key { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
 .text div { margin-bottom: 3px; }
 .text .label { display: inline-block; width: 74px; color: var(--muted); font-size: 12px; }
-.text del { background: #ffebe9; color: #82071e; }
-.text ins { background: #dafbe1; color: #116329; text-decoration: none; }
+del { background: #ffebe9; color: #82071e; }
+ins { background: #dafbe1; color: #116329; text-decoration: none; }
 .text .err { color: #a40e26; }
 .subs { font-size: 12px; white-space: nowrap; }
 svg text { font: 11px system-ui, sans-serif; fill: #57606a; }
@@ -85,7 +85,7 @@ JS = r"""
     else img.append(el('span', 'noimg', 'no image'));
     const key = el('td');
     key.append(el('div', 'key', r.key));
-    for (const why of r.why) key.append(el('span', 'tag', why));
+    if (r.why === 'lowest' || r.why === 'sampled') key.append(el('span', 'tag', r.why === 'lowest' ? 'lowest' : 'sampled'));
     if (r.replaced) key.append(el('span', 'tag replaced', 'replaced'));
     if (r.dropped) key.append(el('span', 'tag dropped', 'dropped'));
     if (r.error) key.append(el('span', 'tag error', 'error'));
@@ -96,6 +96,7 @@ JS = r"""
     for (const [name, score, exp] of r.subs) {
       subs.append(el('div', null, `${name}: ${score ?? '\u2013'}` + (exp === null ? '' : ` (${exp.toFixed(2)})`)));
     }
+    if (!r.subs.length) subs.append(el('span', 'muted', '\u2013'));
     const text = el('td', 'text');
     text.append(line('caption', [document.createTextNode(r.caption ?? '(not recorded)')]));
     if (r.recaption !== null) {

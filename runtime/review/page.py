@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 import html
 import json
+import math
 
 from runtime.review.assets import CSS, JS
 from runtime.review.survey import Histogram, Survey
 from runtime.review.verdicts import Row
 
 NO_SCORE = "#8c959f"
+MAX_SHARDS = 500  # shards drawn one by one
 
 
 def word_diff(caption: str | None, recaption: str | None) -> list[list[str]]:
@@ -84,18 +86,25 @@ def _settings(settings: dict, rows: list[Row]) -> str:
         settings = {k: ", ".join(v) for k, v in settings.items() if v}
     if not settings:
         return '<p class="muted">not recorded by this run</p>'
-    shown = {k: v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()}
+    shown = {k: "\u2013" if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()}
     return '<dl class="settings">' + "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(v)}</dd>"
                                              for k, v in shown.items()) + "</dl>"
 
 
 def _shard_table(survey: Survey) -> str:
+    """A row per shard, with its histogram; past MAX_SHARDS, only the shards of the lowest mean score."""
+    shards = list(survey.shards.items())
+    more = ""
+    if len(shards) > MAX_SHARDS:
+        shards = sorted(shards, key=lambda s: math.inf if s[1].mean is None else s[1].mean)[:MAX_SHARDS]
+        more = (f'<p class="muted">the {MAX_SHARDS:,} shards of lowest mean score; {len(survey.shards) - MAX_SHARDS:,} '
+                "more are counted in the totals above</p>")
     head = "<tr><th>shard</th><th>pairs</th><th>mean</th><th>no score</th><th>replaced</th><th>scores 0-10</th></tr>"
     body = "".join(
         f'<tr><td class="key">{html.escape(name)}</td><td class="num">{h.rows:,}</td><td class="num">{_mean(h)}</td>'
         f'<td class="num">{h.unscored:,}</td><td class="num">{h.replaced:,}</td>'
-        f'<td>{histogram_svg(h, width=180, height=34, small=True)}</td></tr>' for name, h in survey.shards.items())
-    return f'<table class="shards"><thead>{head}</thead><tbody>{body}</tbody></table>'
+        f'<td>{histogram_svg(h, width=180, height=34, small=True)}</td></tr>' for name, h in shards)
+    return f'{more}<table class="shards"><thead>{head}</thead><tbody>{body}</tbody></table>'
 
 
 def _json_block(data: object) -> str:
@@ -104,7 +113,7 @@ def _json_block(data: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _row_data(row: Row, why: list[str]) -> dict:
+def _row_data(row: Row, why: str) -> dict:
     return {"key": row.key, "shard": row.unit, "overall": row.overall, "expected": row.expected,
             "caption": row.caption, "recaption": row.recaption, "diff": word_diff(row.caption, row.recaption),
             "subs": row.subs, "error": row.error, "replaced": row.replaced, "dropped": row.dropped,
@@ -113,14 +122,16 @@ def _row_data(row: Row, why: list[str]) -> dict:
 
 def showing(survey: Survey, shown: int) -> str:
     """`showing K of N pairs: ...`, said on the page and by the command."""
-    counts = {why: sum(why in w for w in survey.picks.values()) for why in ("lowest", "replaced", "no score", "sampled")}
+    whys = list(survey.picks.values())
+    counts = {why: whys.count(why) for why in ("lowest", "replaced", "no score", "sampled")}
     parts = ", ".join(f"{n:,} {label}" for label, n in zip(
         ("lowest-scored", "replaced", "without a score", "sampled at random"), counts.values()) if n)
     return f"showing {shown:,} of {survey.total.rows:,} pairs" + (f" ({parts})" if parts else "")
 
 
-def render(survey: Survey, rows: list[tuple[Row, list[str]]], settings: dict, title: str) -> str:
-    """The whole page: `rows` are the shown rows with why each is shown."""
+def render(survey: Survey, rows: list[tuple[Row, str]], settings: dict, title: str, images: str | None) -> str:
+    """The whole page: `rows` are the shown rows with why each is shown; `images` the --input they came from."""
+    source = f"images from {images}" if images else "no --input given: no images"
     notes = sorted({r.note for r, _ in rows if r.note})
     per_shard = (f"<h2>Scores per shard</h2>{_shard_table(survey)}" if len(survey.shards) > 1 else "")
     return f"""<!doctype html>
@@ -128,7 +139,7 @@ def render(survey: Survey, rows: list[tuple[Row, list[str]]], settings: dict, ti
 <title>AITQE review: {html.escape(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>AITQE review</h1>
-<div class="sub">{html.escape(title)}</div>
+<div class="sub">verdicts from {html.escape(title)} \u00b7 {html.escape(source)}</div>
 {"".join(f'<div class="note">{html.escape(n)}</div>' for n in notes)}
 <div class="cards">{_cards(survey.total, len(survey.shards))}</div>
 <h2>Run settings</h2>{_settings(settings, [r for r, _ in rows])}

@@ -2,9 +2,10 @@
 and which rows the page shows, within bounds however large the run.
 
 Shown: the `lowest` lowest-scored rows (by overall, then overall_expected, then key: the same order
-as sorting the table), and up to `sample` each of the replaced rows, the rows without a score
-(error or unparsed output) and the other rows, each drawn uniformly at random with a seeded
-generator (every row gets a random priority; the `sample` smallest of a group are kept).
+as sorting the table), and, besides those, up to `sample` each of the replaced rows, the rows
+without a score (error or unparsed output) and the other rows, each drawn uniformly at random with
+a seeded generator: every row gets a random priority, a group keeps its `sample + lowest` smallest
+as it goes, and the `sample` smallest of them that are not among the lowest are shown.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Survey:
     units: list[Unit]
     total: Histogram
     shards: dict[str, Histogram]  # unit name -> its histogram, in the units' order
-    picks: dict[tuple[int, int], list[str]]  # (unit index, row position) -> why shown ("lowest", GROUPS)
+    picks: dict[tuple[int, int], str]  # (unit index, row position) -> why it is shown: "lowest" or one of GROUPS
 
 
 def _order(overall: int, expected: float | None, key: str) -> tuple:
@@ -81,13 +82,13 @@ def survey(units: list[Unit], lowest: int, sample: int, seed: int) -> Survey:
             replaced = t["replaced"].to_numpy(zero_copy_only=False)
             unscored = t["overall"].is_null().to_numpy(zero_copy_only=False)
             pos = t["pos"].to_numpy()
+            keep = sample + lowest  # room for the sample after the lowest are taken out
             for name, mask in zip(GROUPS, (replaced, unscored & ~replaced, ~replaced & ~unscored)):
                 idx = np.flatnonzero(mask)
-                if len(idx) > sample:
-                    idx = idx[np.argpartition(priority[idx], sample)[:sample]]
-                groups[name] = heapq.nsmallest(sample, groups[name] + [(priority[i], u, int(pos[i])) for i in idx])
-    picks: dict[tuple[int, int], list[str]] = {}
-    for why, chosen in (("lowest", low), *groups.items()):
-        for _, u, pos in chosen:
-            picks.setdefault((u, pos), []).append(why)
+                if len(idx) > keep:
+                    idx = idx[np.argpartition(priority[idx], keep)[:keep]]
+                groups[name] = heapq.nsmallest(keep, groups[name] + [(priority[i], u, int(pos[i])) for i in idx])
+    picks = {(u, pos): "lowest" for _, u, pos in low}
+    for why, chosen in groups.items():
+        picks.update({(u, pos): why for _, u, pos in [c for c in chosen if (c[1], c[2]) not in picks][:sample]})
     return Survey(units, total, shards, picks)
