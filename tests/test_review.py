@@ -162,8 +162,13 @@ def test_recorded_caption_replaced_dropped_note_and_settings_are_shown(tmp_path)
 @pytest.mark.parametrize("argv, words", [
     (["--verdicts", "missing"], "no *.aitqe.parquet files"),
     (["--verdicts", "."], "no *.aitqe.parquet files"),
+    (["--verdicts", "{run}/verdicts", "--input", "{tmp}/pairs.jsonl"], "a pairs file, but --verdicts holds shard verdicts"),
+    (["--verdicts", "{run}/verdicts", "--input", "{run}/missing"], "no such shard"),
+    (["--verdicts", "{tmp}/pairs.jsonl", "--input", "{run}/shards"], "not a pairs file"),
 ])
-def test_bad_verdicts_are_one_line_errors(tmp_path, capsys, argv, words):
+def test_bad_verdicts_and_inputs_are_one_line_errors(demo_run, tmp_path, capsys, argv, words):
+    (tmp_path / "pairs.jsonl").write_text("")
+    argv = [a.format(run=demo_run[0], tmp=tmp_path) for a in argv]
     assert main([*argv, "--output", str(tmp_path / "r.html")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1 and words in err, err

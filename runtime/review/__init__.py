@@ -48,9 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_report(verdicts: Path, output: Path, input: str | None = None, lowest: int = 100, sample: int = 200,
+def build_report(verdicts: Path, output: Path, source: str | None = None, lowest: int = 100, sample: int = 200,
                  seed: int = 0, thumb_size: int = 96) -> str:
-    """Write the review page of the run at `verdicts` to `output`; the `showing K of N pairs ...` line."""
+    """Write the review page of the run at `verdicts` (its input at `source`: shards or a pairs file) to
+    `output`; the `showing K of N pairs ...` line."""
     from runtime.atomic import write_text
     from runtime.errors import InputError
     from runtime.review.inputs import attach
@@ -66,9 +67,9 @@ def build_report(verdicts: Path, output: Path, input: str | None = None, lowest:
     for u, pos in surveyed.picks:
         by_unit.setdefault(u, set()).add(pos)
     rows = [(row, surveyed.picks[u, row.pos]) for u in sorted(by_unit) for row in fetch(found[u], by_unit[u])]
-    if input is not None:
-        attach([r for r, _ in rows], found, input, thumb_size)
-    write_text(output, render(surveyed, rows, run_settings(found[0]), str(verdicts), input))
+    if source is not None:
+        attach([r for r, _ in rows], found, source, thumb_size)
+    write_text(output, render(surveyed, rows, run_settings(found[0]), str(verdicts), source))
     return f"{showing(surveyed, len(rows))}, {sum(r.thumb is not None for r, _ in rows):,} with an image"
 
 

@@ -54,15 +54,16 @@ def attach(rows: list[Row], units: list[Unit], spec: str, px: int) -> None:
 
     opts = RunOptions(output=Path("."), quiet=True)
     pairs_run = any(u.jsonl for u in units)
-    if pairs_run == is_shard_input(spec):
-        raise InputError(f"--input {spec}: {'shards' if not pairs_run else 'a pairs file'} but --verdicts holds "
-                         f"{'a pairs run' if pairs_run else 'shard verdicts'}; pass the run's own --input")
     if pairs_run:
         path = Path(spec)
-        if not path.is_file():
-            raise InputError(f"--input {spec}: no such file; pass the pairs file the run scored")
+        if is_shard_input(spec) or not path.is_file():
+            raise InputError(f"--input {spec}: not a pairs file, and --verdicts holds a pairs run's verdicts; "
+                             "pass the pairs file the run scored")
         shards = {u.name: Shard(path, pairs_format(path).name) for u in units}
     else:
+        if Path(spec).is_file() and not is_shard_input(spec):
+            raise InputError(f"--input {spec}: a pairs file, but --verdicts holds shard verdicts; pass the "
+                             "shards the run scored")
         by_name = {s.name: s for s in find_shards(spec)}
         shards = {u.name: by_name[u.name] for u in units if u.name in by_name}
     for name, shard in shards.items():

@@ -2,7 +2,7 @@
 `SHARD.aitqe.parquet`, or the verdicts JSONL of a pairs file), read in two passes.
 
 `index` yields, chunk by chunk, only the columns that decide what is drawn and shown (position,
-key, overall, overall_expected, error, replaced, dropped) as Arrow tables, whatever the file's kind;
+key, overall, overall_expected, replaced, dropped) as Arrow tables, whatever the file's kind;
 `fetch` reads the whole rows at the chosen positions back, in one shape (`Row`) for both kinds. A
 column a run of an older version lacks (caption, replaced, dropped, note) reads as unknown: None,
 or false for replaced and dropped.
@@ -14,13 +14,17 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.data.records import OUTPUT_SUFFIX
 from runtime.errors import InputError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 CHUNK = 65_536  # rows per index chunk
 RUN_META = "aitqe.run"  # Parquet schema metadata: the run's settings, as JSON
-INDEX = ("key", "overall", "overall_expected", "error", "replaced", "dropped")
+INDEX = ("key", "overall", "overall_expected", "replaced", "dropped")  # what the survey reads of every row
 SHOWN = ("key", "shard", "overall", "overall_expected", "recaption", "caption", "sub_scores", "sub_scores_expected",
          "error", "parse_error", "caption_truncated", "replaced", "dropped", "note", "model", "model_fingerprint")
 
@@ -99,38 +103,39 @@ def _jsonl_key(rec: dict) -> str:
     return str(rec["id"]) if rec.get("id") is not None else f"line {rec.get('line')}"
 
 
-def index(unit: Unit) -> Iterator["object"]:
-    """Arrow tables (`pos` + INDEX columns; error as a bool) of the unit's rows, CHUNK at a time."""
+def _jsonl_index(rec: dict) -> tuple:
+    """A verdict record's INDEX values (its fields are named as `Verdict.to_dict` names them)."""
+    return (_jsonl_key(rec), rec.get("overall_score"), rec.get("overall_expected"), rec.get("replaced"),
+            rec.get("dropped"))
+
+
+def index(unit: Unit) -> Iterator[pa.Table]:
+    """Arrow tables of `pos` and the INDEX columns of the unit's rows, CHUNK rows at a time."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    def table(pos: list[int] | "pa.Array", cols: dict) -> "pa.Table":
-        n = len(pos)
-        cols = {name: cols.get(name) if cols.get(name) is not None else pa.nulls(n) for name in INDEX}
-        return pa.table({"pos": pa.array(pos, pa.int64()), "key": pa.array(cols["key"], pa.string()),
-                         "overall": pa.array(cols["overall"], pa.int32()),
-                         "overall_expected": pa.array(cols["overall_expected"], pa.float64()),
-                         "error": pc.is_valid(pa.array(cols["error"], pa.string())),
-                         **{flag: pc.fill_null(pa.array(cols[flag], pa.bool_()), False)
-                            for flag in ("replaced", "dropped")}})
+    def table(pos, cols: dict) -> pa.Table:
+        values = [pa.nulls(len(pos)) if cols.get(name) is None else cols[name] for name in INDEX]
+        types = (pa.string(), pa.int32(), pa.float64(), pa.bool_(), pa.bool_())
+        key, overall, expected, replaced, dropped = (pa.array(v, t) for v, t in zip(values, types))
+        return pa.table({"pos": pa.array(pos, pa.int64()), "key": key, "overall": overall, "overall_expected": expected,
+                         "replaced": pc.fill_null(replaced, False), "dropped": pc.fill_null(dropped, False)})
 
     if unit.jsonl:
-        pos, cols = [], {name: [] for name in INDEX}
+        pos, rows = [], []
         for n, rec in _jsonl_lines(unit):
             pos.append(n)
-            for name, value in zip(INDEX, (_jsonl_key(rec), rec.get("overall_score"), rec.get("overall_expected"),
-                                           rec.get("error"), rec.get("replaced"), rec.get("dropped"))):
-                cols[name].append(value)
+            rows.append(_jsonl_index(rec))
             if len(pos) == CHUNK:
-                yield table(pos, cols)
-                pos, cols = [], {name: [] for name in INDEX}
+                yield table(pos, dict(zip(INDEX, map(list, zip(*rows)))))
+                pos, rows = [], []
         if pos:
-            yield table(pos, cols)
+            yield table(pos, dict(zip(INDEX, map(list, zip(*rows)))))
         return
     try:
         pf = pq.ParquetFile(unit.path)
-    except Exception as e:
+    except Exception as e:  # pyarrow's errors for a file that is not Parquet are several types
         raise InputError(f"--verdicts {unit.path}: not a readable Parquet file ({e}); pass a runtime.score "
                          "verdicts folder") from None
     have = [c for c in INDEX if c in pf.schema_arrow.names]
@@ -144,21 +149,27 @@ def _subs(scores: dict, expected: dict) -> list:
     return [[name, scores.get(name), expected.get(name)] for name in {**scores, **expected}]
 
 
+def _error(error: str | None, parse_error: str | None) -> str | None:
+    return error or (f"parse error: {parse_error}" if parse_error else None)
+
+
 def _from_jsonl(unit: Unit, pos: int, rec: dict) -> Row:
-    subs = rec.get("sub_scores") or {}
-    subs = {name: s for name, s in subs.items() if isinstance(s, dict)} if isinstance(subs, dict) else {}
-    return Row(unit.name, pos, _jsonl_key(rec), rec.get("overall_score"), rec.get("overall_expected"),
-               rec.get("caption"), rec.get("recaption"),
-               _subs({n: s.get("score") for n, s in subs.items()}, {n: s.get("expected") for n, s in subs.items()}),
-               rec.get("error"), bool(rec.get("replaced")), bool(rec.get("dropped")), rec.get("note"),
-               rec.get("model"), None, rec.get("line"))
+    subs = rec.get("sub_scores") if isinstance(rec.get("sub_scores"), dict) else {}
+    subs = {name: s for name, s in subs.items() if isinstance(s, dict)}
+    return Row(unit.name, pos, _jsonl_key(rec), overall=rec.get("overall_score"), expected=rec.get("overall_expected"),
+               caption=rec.get("caption"), recaption=rec.get("recaption"),
+               subs=_subs({n: s.get("score") for n, s in subs.items()}, {n: s.get("expected") for n, s in subs.items()}),
+               error=_error(rec.get("error"), rec.get("parse_error")), replaced=bool(rec.get("replaced")),
+               dropped=bool(rec.get("dropped")), note=rec.get("note"), model=rec.get("model"), line=rec.get("line"))
 
 
 def _from_parquet(unit: Unit, pos: int, r: dict) -> Row:
-    return Row(unit.name, pos, r["key"], r.get("overall"), r.get("overall_expected"), r.get("caption"),
-               r.get("recaption"), _subs(dict(r.get("sub_scores") or []), dict(r.get("sub_scores_expected") or [])),
-               r.get("error") or (r.get("parse_error") and f"parse error: {r['parse_error']}"), bool(r.get("replaced")), bool(r.get("dropped")),
-               r.get("note"), r.get("model"), r.get("model_fingerprint"))
+    return Row(unit.name, pos, r["key"], overall=r.get("overall"), expected=r.get("overall_expected"),
+               caption=r.get("caption"), recaption=r.get("recaption"),
+               subs=_subs(dict(r.get("sub_scores") or []), dict(r.get("sub_scores_expected") or [])),
+               error=_error(r.get("error"), r.get("parse_error")), replaced=bool(r.get("replaced")),
+               dropped=bool(r.get("dropped")), note=r.get("note"), model=r.get("model"),
+               fingerprint=r.get("model_fingerprint"))
 
 
 def fetch(unit: Unit, positions: set[int]) -> list[Row]:
