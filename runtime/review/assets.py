@@ -107,7 +107,6 @@ JS = r"""
       text.append(line('recaption', parts));
     }
     if (r.error) text.append(line('error', [el('span', 'err', r.error)]));
-    if (r.note) text.append(line('note', [el('span', 'muted', r.note)]));
     tr.append(img, key, el('td', 'key', r.shard), overall,
               el('td', 'num', r.expected === null ? '\u2013' : r.expected.toFixed(2)), subs, text);
     return tr;

@@ -132,7 +132,7 @@ def showing(survey: Survey, shown: int) -> str:
 def render(survey: Survey, rows: list[tuple[Row, str]], settings: dict, title: str, images: str | None) -> str:
     """The whole page: `rows` are the shown rows with why each is shown; `images` the --input they came from."""
     source = f"images from {images}" if images else "no --input given: no images"
-    notes = sorted({r.note for r, _ in rows if r.note})
+    notes = sorted({r.note for r, _ in rows if r.note})  # the model's note (the demo model's), once for the page
     per_shard = (f"<h2>Scores per shard</h2>{_shard_table(survey)}" if len(survey.shards) > 1 else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
