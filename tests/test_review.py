@@ -5,6 +5,8 @@ caption holding `<script>` as text."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -18,6 +20,7 @@ from runtime.demo import DEMO_MODEL
 from runtime.demo.shards import pairs, write_webdataset
 from runtime.review import build_report, main
 from runtime.review import page as review_page, verdicts as review_verdicts
+from runtime.review.inputs import thumbnail
 from runtime.review.page import word_diff
 from runtime.review.survey import survey
 from runtime.review.verdicts import units
@@ -97,6 +100,22 @@ def test_sampling_is_bounded_seeded_and_keeps_the_lowest(tmp_path, monkeypatch):
     text = (tmp_path / "r.html").read_text()
     assert "1 more are counted in the totals" in text and text.count('<td class="key">0000') == 2
     assert len(json_rows(tmp_path / "r.html")) == 10 + 3 * 25
+
+
+def test_thumbnails_are_small_upright_jpegs_or_none(tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "a.png"
+    Image.new("RGBA", (300, 120), (255, 0, 0, 0)).save(png)
+    photo = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to show upright
+    Image.new("RGB", (200, 100), "blue").save(photo, format="JPEG", exif=exif)
+    for image, size in ((png, (64, 26)), (photo.getvalue(), (32, 64)), (Image.new("L", (10, 10)), (10, 10))):
+        uri = thumbnail(image, 64)
+        assert uri.startswith("data:image/jpeg;base64,")
+        assert Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size == size
+    assert thumbnail(b"not an image", 64) is None and thumbnail(tmp_path / "missing.png", 64) is None
 
 
 def test_word_diff_marks_deleted_and_inserted_words():

@@ -17,14 +17,22 @@ from runtime.review.verdicts import Row, Unit
 
 def thumbnail(image: object, px: int) -> str | None:
     """A JPEG data URI of `image` (a path, encoded bytes or a PIL image) at most `px` square, or None."""
-    from PIL import Image
+    from PIL import Image, ImageOps
+
+    from runtime.files import open_regular
 
     try:
-        im = image if isinstance(image, Image.Image) else Image.open(
-            io.BytesIO(image) if isinstance(image, bytes) else Path(image))
+        if isinstance(image, (str, Path)):  # never a FIFO or a device: they could block the page forever
+            with open_regular(image, f"image {image}") as f:
+                image = f.read()
+        im = image if isinstance(image, Image.Image) else Image.open(io.BytesIO(image))
         im.draft("RGB", (px, px))  # JPEG: decode at a reduced scale, not the whole photo
-        im = im.convert("RGB")
+        im = ImageOps.exif_transpose(im)  # a copy, upright as a photo viewer shows it
         im.thumbnail((px, px))
+        if im.mode != "RGB":  # transparency over white, as a browser shows it on this page
+            rgba = im.convert("RGBA")
+            im = Image.new("RGB", rgba.size, "white")
+            im.paste(rgba, mask=rgba.getchannel("A"))
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=80)
     except Exception:  # untrusted bytes: PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
