@@ -8,9 +8,12 @@ subprocess with its own environment.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -25,16 +28,19 @@ CAPTION = "a small red square"
 UNNEEDED = {"optimizer.pt": os.urandom(3 << 20), "pytorch_model.bin": os.urandom(1 << 20), "README.md": b"# tiny\n"}
 
 
-def run_score(model: str, image: Path, url: str, home: Path, offline: bool = False) -> subprocess.CompletedProcess:
+def single(image: Path) -> list[str]:
+    return ["--image", str(image), "--caption", CAPTION]
+
+
+def run_score(model: str, mode: list[str], url: str, home: Path, offline: bool = False) -> subprocess.CompletedProcess:
     drop = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env |= {"HF_ENDPOINT": url, "HF_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run([sys.executable, "-m", "runtime.score", "--model", model, "--image", str(image),
-                           "--caption", CAPTION], cwd=home.parent, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "runtime.score", "--model", model, *mode], cwd=home.parent,
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *parts: str) -> None:
@@ -54,9 +60,9 @@ def hub(tiny_ckpt):
     return h
 
 
-def without_model(verdict: dict) -> dict:
-    """The verdict less its timings and its model (the folder's name: tiny-aitqe, or the commit)."""
-    return {k: v for k, v in verdict.items() if k not in ("model", "timings")}
+def scores(verdict: dict) -> dict:
+    """The verdict less its id, line, timings and model (the folder's name: tiny-aitqe, or the commit)."""
+    return {k: v for k, v in verdict.items() if k not in ("id", "line", "model", "timings")}
 
 
 def test_hub_name_downloads_what_it_needs_scores_as_the_folder_and_then_runs_offline(
@@ -64,7 +70,7 @@ def test_hub_name_downloads_what_it_needs_scores_as_the_folder_and_then_runs_off
     image, home = image_dir / "img0.png", tmp_path / "hf"
     hub.requests.clear()
     with Standin(hub) as url:
-        proc = run_score("org/tiny", image, url, home)
+        proc = run_score("org/tiny", single(image), url, home)
     assert proc.returncode == 0, proc.stderr
     commit = hub.repos["org/tiny"]["main"].sha
     snapshot = home / "hub" / "models--org--tiny" / "snapshots" / commit
@@ -72,24 +78,34 @@ def test_hub_name_downloads_what_it_needs_scores_as_the_folder_and_then_runs_off
     assert sorted(hub.downloaded()) == sorted(folder_files(tiny_ckpt))  # not one unneeded byte
     assert ("GET", "/api/models/org/tiny/revision/main") in hub.requests
 
-    assert score_main(["--model", str(tiny_ckpt), "--image", str(image), "--caption", CAPTION]) == 0
+    assert score_main(["--model", str(tiny_ckpt), *single(image)]) == 0
     local = json.loads(capsys.readouterr().out)
-    assert without_model(json.loads(proc.stdout)) == without_model(local)
+    assert scores(json.loads(proc.stdout)) == scores(local)
     assert json.loads(proc.stdout)["model"] == commit
 
-    hub.requests.clear()
-    offline = run_score("org/tiny", image, "http://127.0.0.1:9", home, offline=True)  # the server is gone too
+    hub.requests.clear()  # batch mode, offline, the server gone: from the cache alone
+    pairs, out = tmp_path / "pairs.jsonl", tmp_path / "verdicts.jsonl"
+    pairs.write_text(json.dumps({"id": "p0", "image": str(image), "caption": CAPTION}) + "\n")
+    offline = run_score("org/tiny", ["--input", str(pairs), "--output", str(out), "--quiet"], "http://127.0.0.1:9",
+                        home, offline=True)
     assert offline.returncode == 0, offline.stderr
-    assert without_model(json.loads(offline.stdout)) == without_model(local)
+    assert "files in" not in offline.stderr  # --quiet
+    assert scores(json.loads(out.read_text())) == scores(local)
     assert not hub.requests
 
 
-def test_a_revision_after_at_is_the_one_fetched(hub, image_dir, tmp_path):
-    home = tmp_path / "hf"
+def test_a_revision_after_at_is_the_one_fetched_for_a_shard_run(hub, image_dir, tmp_path):
+    home, shard = tmp_path / "hf", tmp_path / "shard-000.tar"
+    with tarfile.open(shard, "w") as tf:
+        tf.add(image_dir / "img1.png", "s0.png")
+        info = tarfile.TarInfo("s0.txt")
+        info.size = len(CAPTION)
+        tf.addfile(info, io.BytesIO(CAPTION.encode()))
     hub.requests.clear()
     with Standin(hub) as url:
-        proc = run_score("org/tiny@v0", image_dir / "img1.png", url, home)
+        proc = run_score("org/tiny@v0", ["--input", str(shard), "--output", str(tmp_path / "verdicts")], url, home)
     assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "verdicts" / "shard-000.aitqe.parquet").is_file()
     commit = hub.repos["org/tiny"]["v0"].sha
     assert f"snapshots/{commit}" in proc.stderr
     assert ("GET", "/api/models/org/tiny/revision/v0") in hub.requests
@@ -98,7 +114,7 @@ def test_a_revision_after_at_is_the_one_fetched(hub, image_dir, tmp_path):
 
 
 def test_offline_with_an_empty_cache_is_one_line(image_dir, tmp_path):
-    proc = run_score("org/tiny", image_dir / "img0.png", "http://127.0.0.1:9", tmp_path / "hf", offline=True)
+    proc = run_score("org/tiny", single(image_dir / "img0.png"), "http://127.0.0.1:9", tmp_path / "hf", offline=True)
     one_line_error(proc, "--model org/tiny: not in the Hugging Face cache", "HF_HUB_OFFLINE")
 
 
@@ -106,7 +122,7 @@ def test_offline_with_an_empty_cache_is_one_line(image_dir, tmp_path):
                                          ("org/tiny@nope", "org/tiny has no revision 'nope'")])
 def test_an_unknown_repo_or_revision_is_one_line(hub, model, says, image_dir, tmp_path):
     with Standin(hub) as url:
-        proc = run_score(model, image_dir / "img0.png", url, tmp_path / "hf")
+        proc = run_score(model, single(image_dir / "img0.png"), url, tmp_path / "hf")
     one_line_error(proc, f"--model {model}: {says}")
 
 
@@ -136,3 +152,26 @@ def test_only_the_files_each_kind_reads(tmp_path):
     other.mkdir()
     with pytest.raises(ValueError, match="not an AITQE checkpoint, bundle or GGUF export"):
         needed_files(other, "org/o", "--model org/o")
+
+
+def test_a_bundle_in_the_cache_layout_loads(tmp_path):
+    """The cache keeps a snapshot's files as links into the repo's blobs: a bundle there verifies."""
+    from quantize.bundle import build_bundle
+    from runtime.demo import DEMO_MODEL
+    from runtime.formats import method
+    from runtime.scorer import Scorer
+
+    build_bundle(DEMO_MODEL, "bf16", method("bf16").config(), tmp_path / "bundle")
+    repo = tmp_path / "hub" / "models--org--b"
+    snapshot = repo / "snapshots" / ("c0" * 20)
+    for rel, data in folder_files(tmp_path / "bundle").items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / rel).symlink_to(os.path.relpath(blob, (snapshot / rel).parent))
+    assert Scorer.from_pretrained(snapshot, device="cpu").model_id == snapshot.name
+    (snapshot / "vision" / "config.json").unlink()
+    (snapshot / "vision" / "config.json").symlink_to(tmp_path / "bundle" / "vision" / "config.json")
+    with pytest.raises(ValueError, match="outside the bundle"):
+        Scorer.from_pretrained(snapshot, device="cpu")
