@@ -65,6 +65,7 @@ def scores(verdict: dict) -> dict:
     return {k: v for k, v in verdict.items() if k not in ("id", "line", "model", "timings")}
 
 
+@pytest.mark.slow  # two runs of the command and one in-process: about a minute on 2 busy cores
 def test_hub_name_downloads_what_it_needs_scores_as_the_folder_and_then_runs_offline(
         hub, tiny_ckpt, image_dir, tmp_path, capsys):
     image, home = image_dir / "img0.png", tmp_path / "hf"

@@ -16,7 +16,7 @@ import glob
 import json
 import re
 import sys
-from contextlib import ExitStack
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
 from runtime.errors import InputError
@@ -138,9 +138,7 @@ def _download(repo: str, revision: str | None, quiet: bool) -> Path:
             folder = Path(snapshot_download(repo, revision=revision, allow_patterns=MARKERS))
         patterns = needed_files(folder, repo, label)
         if patterns:
-            with ExitStack() as stack:
-                if quiet:
-                    stack.enter_context(disable_progress_bars())
+            with disable_progress_bars() if quiet else nullcontext():
                 snapshot_download(repo, revision=folder.name, allow_patterns=patterns)  # the commit just resolved
     except InputError:
         raise
