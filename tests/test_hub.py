@@ -114,9 +114,11 @@ def test_a_revision_after_at_is_the_one_fetched_for_a_shard_run(hub, image_dir, 
     assert "NOTES.md" not in hub.downloaded()
 
 
-def test_offline_with_an_empty_cache_is_one_line(image_dir, tmp_path):
-    proc = run_score("org/tiny", single(image_dir / "img0.png"), "http://127.0.0.1:9", tmp_path / "hf", offline=True)
-    one_line_error(proc, "--model org/tiny: not in the Hugging Face cache", "HF_HUB_OFFLINE")
+@pytest.mark.parametrize("offline, says", [(True, "not in the Hugging Face cache"),  # HF_HUB_OFFLINE=1
+                                           (False, "http://127.0.0.1:9 cannot be reached")])  # no server there
+def test_offline_or_no_network_with_an_empty_cache_is_one_line(offline, says, image_dir, tmp_path):
+    proc = run_score("org/tiny", single(image_dir / "img0.png"), "http://127.0.0.1:9", tmp_path / "hf", offline=offline)
+    one_line_error(proc, f"--model org/tiny: {says}", "pass a local checkpoint folder")
 
 
 @pytest.mark.parametrize("model, says", [("org/nope", "no such model on http://127.0.0.1"),
