@@ -41,6 +41,7 @@ from quantize.llava import (IMAGE_TOKEN, STOP_STRING, export_tokenizer, llava_co
                             processor, prompt_text, refuse_unmappable)
 from runtime.atomic import atomic_folder
 from runtime.errors import InputError
+from runtime.model.hub import resolve_model
 from runtime.formats.manifest import read_manifest, verify
 from runtime.model.checkpoint import iter_tensors, load_tokenizer, stored_dtype, weight_files
 from runtime.model.config import load_config
@@ -247,7 +248,8 @@ def export_gguf_folder(src: str, out: str, type: str, force: bool, threads: int)
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quantize.export", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="AITQE checkpoint folder, or a bundle of python -m quantize")
+    p.add_argument("--model", required=True, help="AITQE checkpoint folder, or a bundle of python -m quantize; "
+                                                  "or either on the Hub: ORG/NAME[@REVISION]")
     p.add_argument("--format", default="llava-hf", choices=FORMATS, help="the layout to write")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing export")
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format != "gguf" and (args.type is not None or args.threads):
         p.error("--type and --threads are for --format gguf")
     try:
+        args.model = str(resolve_model(args.model))
         if args.format == "gguf":
             return export_gguf_folder(args.model, args.output, args.type or "f16", args.force, args.threads)
         info = export(args.model, args.output, fmt=args.format, force=args.force)

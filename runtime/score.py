@@ -21,6 +21,7 @@ from runtime.data.jsonl_output import JsonlOutput
 from runtime.data.records import is_shard_input
 from runtime.data.run import run_batch
 from runtime.demo import DEMO_MODEL
+from runtime.model.hub import resolve_model
 from runtime.model.locate import SCORABLE, kind_of, locate
 from runtime.errors import InputError
 from runtime.files import check_regular
@@ -37,7 +38,7 @@ def default_model() -> Path:
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    return locate(args.model, accept=SCORABLE).root if args.model else default_model()
+    return locate(resolve_model(args.model, quiet=args.quiet), accept=SCORABLE).root if args.model else default_model()
 
 
 def load_scorer(args: argparse.Namespace) -> Scorer:
@@ -76,8 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", help="pairs JSONL/CSV with id, image, caption (batch mode), or shards: a folder, "
                                    "a brace pattern, a .tar or a .parquet")
     p.add_argument("--output", help="verdicts JSONL to write or resume (batch mode); a folder for shards")
-    p.add_argument("--model", help="AITQE checkpoint folder, bundle, or GGUF export (llama.cpp runs it) "
-                                   "(default: the built-in demo model)")
+    p.add_argument("--model", help="AITQE checkpoint folder, bundle, or GGUF export (llama.cpp runs it), or a "
+                                   "Hugging Face Hub model ORG/NAME[@REVISION] (fetched into its cache; HF_HOME, "
+                                   "HF_HUB_OFFLINE) (default: the built-in demo model)")
     p.add_argument("--output-all", action="store_true", help="generate all sub-scores, not just up to the overall score")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--batch-size", type=int, default=8,
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.input and is_shard_input(args.input):
-            return run_dataset(args, Path(args.model) if args.model else default_model())
+            return run_dataset(args, resolve_model(args.model, quiet=args.quiet) if args.model else default_model())
         refuse_dataset_flags(args)
         return score_pairs_file(args) if args.input else run_single(load_scorer(args), args)
     except InputError as e:
