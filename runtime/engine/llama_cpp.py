@@ -130,10 +130,11 @@ class LlamaCppModel:
         return handle
 
     @classmethod
-    def from_export(cls, folder: str | Path, **options) -> "LlamaCppModel":
-        """Load a GGUF export folder (`quantize.gguf`) (language model and mmproj)."""
+    def from_export(cls, folder: str | Path, *, mmproj: bool = True, **options) -> "LlamaCppModel":
+        """Load a GGUF export folder (`quantize.gguf`): its language model, and its mmproj unless not `mmproj`."""
         m = read_manifest(folder)
-        return cls(Path(folder) / m["files"]["language_model"], Path(folder) / m["files"]["mmproj"], **options)
+        return cls(Path(folder) / m["files"]["language_model"],
+                   Path(folder) / m["files"]["mmproj"] if mmproj else None, **options)
 
     # ------------------------------------------------------------------ the image
 
