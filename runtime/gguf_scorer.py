@@ -53,11 +53,11 @@ class GgufScorer(Scorer):
     @classmethod
     def load(cls, path: str | Path, *, threads: int | None = None, gpu_layers: int = 0,
              trust_remote_code: bool = False, vision_backend: str | None = None, device: str = "cpu",
-             dtype: torch.dtype = torch.float32) -> "GgufScorer":
+             dtype: torch.dtype = torch.float32, slots: int = 1) -> "GgufScorer":
         """Load a GGUF export: `threads` for llama.cpp and clip.cpp (default: theirs), `gpu_layers`
         language-model layers offloaded by a CUDA/Metal build of llama-cpp-python (0: none; -1: all);
         `vision_backend` (torch | onnx): our own tower exported beside it, on `device` in `dtype`,
-        instead of clip.cpp."""
+        instead of clip.cpp; `slots` rows decoded together on llama.cpp's parallel sequences."""
         path = Path(path)
         m = read_manifest(path)
         image = m["image"]
@@ -68,8 +68,8 @@ class GgufScorer(Scorer):
         return cls(llm=None, vision=vision, tokenizer=tokenizer, image_spec=spec, image_tokens=m["image_tokens"],
                    eos=Eos(tuple(m["eos"]["ids"]), m["eos"]["source"]), pad_token_id=m["pad_token_id"],
                    model_id=path.resolve().name, max_positions=min(m["max_positions"], model.n_ctx),
-                   device=device, note=m.get("note"), engine=NAME, slots=1,
-                   decoder=LlamaCppDecoder(model, tokenizer), model=model)
+                   device=device, note=m.get("note"), engine=NAME, slots=slots,
+                   decoder=LlamaCppDecoder(model, tokenizer, slots), model=model)
 
     @property
     def preparer(self) -> Preparer:

@@ -125,7 +125,7 @@ class Scorer:
             from runtime.gguf_scorer import GgufScorer
 
             return GgufScorer.load(path, threads=threads, gpu_layers=gpu_layers, trust_remote_code=trust_remote_code,
-                                   vision_backend=vision_backend, device=device, dtype=DTYPES[dtype])
+                                   vision_backend=vision_backend, device=device, dtype=DTYPES[dtype], slots=slots)
         if kind_of(path) == "bundle":
             b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                             vision_backend=vision_backend)
