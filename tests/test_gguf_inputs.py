@@ -70,7 +70,7 @@ def test_parquet_shards_give_the_jsonl_verdicts(demo_f16, inputs, jsonl_verdicts
     same(shard_verdicts(tmp_path / "out"), jsonl_verdicts)
 
 
-@pytest.mark.slow  # a Ray cluster starts, two actors load llama.cpp: 30-60 s here
+@pytest.mark.slow  # a Ray cluster starts, two actors load llama.cpp: 100 s here (under load)
 def test_ray_actors_give_the_jsonl_verdicts(demo_f16, inputs, jsonl_verdicts, tmp_path):  # noqa: F811
     ray = pytest.importorskip("ray")
     try:
