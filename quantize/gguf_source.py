@@ -3,8 +3,9 @@ an AITQE checkpoint folder, or a 16-bit bundle of `python -m quantize` (bf16, fp
 matrices keep their plain shapes), whose language model, PyTorch vision tower and tokenizer are
 exactly what the bundle holds, so a bf16 bundle of a bf16 checkpoint gives the checkpoint's GGUF
 tensor for tensor (its metadata too, but `general.name` and `tokenizer.ggml.bos_token_id`: a bundle
-keeps no BOS id, unused anyway as AITQE's prompt has none). A quantized bundle (bnb-*, gptq-*, fp8) is refused in one line: llama.cpp's
-quantizer starts from 16-bit weights, which such a bundle no longer has.
+keeps no BOS id, unused anyway as AITQE's prompt has none). A quantized bundle (bnb-*, gptq-*, fp8)
+is refused in one line: llama.cpp's quantizer starts from 16-bit weights, which such a bundle no
+longer has.
 """
 
 from __future__ import annotations

@@ -104,13 +104,12 @@ class Scorer:
                         engine: str = "fast", slots: int = 8, compile: bool | None = None,
                         threads: int | None = None, gpu_layers: int = 0) -> "Scorer":
         """Load an AITQE checkpoint folder or an aitqe-edge bundle (its manifest decides how), or a
-        GGUF export, which llama.cpp runs (`runtime.gguf_scorer`: `threads`, `gpu_layers`; device,
-        dtype and vision_backend apply only to our own vision tower, when one is asked for).
+        GGUF export, which llama.cpp runs (`runtime.gguf_scorer`: `threads`, `gpu_layers`, `slots`).
 
         dtype (bf16 | fp16 | fp32; default bf16 on CUDA, fp32 on CPU) applies to the 16-bit parts;
         a quantized backbone keeps its method's own storage and compute types.
-        vision_backend (torch | onnx) overrides the bundle manifest's choice of vision encoder; for a
-        GGUF export it runs the tower exported beside it (`--with-vision`) instead of clip.cpp.
+        vision_backend (torch | onnx) overrides the bundle manifest's choice of vision encoder (a GGUF
+        export: runs its own tower, on device in dtype, instead of clip.cpp).
         engine: fast (static KV cache, continuous batching over `slots` rows; `compile` its decode
         step, by default on CUDA for a dense backbone), reference (transformers' generate, static
         batches of `slots`), or any other engine registered in runtime.engine.
