@@ -2,11 +2,14 @@
 checkpoint -> a GGUF export for llama.cpp.
 
     python -m quantize.export --model SRC --format llava-hf --output DIR [--force]
-    python -m quantize.export --model SRC --format gguf --type f16|q8_0|q4_k_m|f32 --output DIR [--force]
+    python -m quantize.export --model SRC --format gguf --type f16|q8_0|q4_k_m|f32 --output DIR
+                              [--with-vision torch,onnx] [--force]
 
 `--format gguf` is `quantize.gguf` (imported only then): a Qwen2 GGUF, a clip.cpp mmproj GGUF, the
-tokenizer and `aitqe_gguf.json`; `python -m runtime.score --model DIR` runs it on llama.cpp. It is
-made from a checkpoint folder (a bundle is refused: export the checkpoint it came from).
+tokenizer and `aitqe_gguf.json` (`--with-vision`: our own vision tower beside them, which
+`runtime.score --vision-backend` runs instead of clip.cpp); `python -m runtime.score --model DIR`
+runs it on llama.cpp. It is made from a checkpoint folder or a bf16/fp16 bundle (a quantized
+bundle is refused: export the checkpoint it came from).
 
 The folder loads with transformers' `LlavaForConditionalGeneration` and `AutoProcessor` (no custom
 code) and, being in the llava-hf layout, with vLLM and SGLang. Its processor's chat template and
@@ -233,14 +236,11 @@ def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bo
     return info
 
 
-def export_gguf_folder(src: str, out: str, type: str, force: bool, threads: int) -> int:
-    """`--format gguf`: quantize.gguf's export of a checkpoint folder, said in one line."""
+def export_gguf_folder(src: str, out: str, type: str, force: bool, threads: int, vision: tuple[str, ...]) -> int:
+    """`--format gguf`: quantize.gguf's export of a checkpoint folder or 16-bit bundle, said in one line."""
     from quantize.gguf import export_gguf
 
-    if locate(src).kind == "bundle":
-        raise InputError(f"--model {src}: a bundle; --format gguf is made from the checkpoint folder the bundle "
-                         "came from (llama.cpp's quantizer makes q8_0 and q4_k_m)")
-    done = export_gguf(src, out, type, force=force, threads=threads)
+    done = export_gguf(src, out, type, force=force, threads=threads, vision=vision)
     sizes = ", ".join(f"{done.manifest['files'][k]} {v / 2**20:.2f} MiB" for k, v in done.bytes.items())
     print(f"wrote {done.output}: {sizes}; {done.seconds:.1f}s")
     return 0
@@ -257,13 +257,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="gguf: the language model's type: f16 (default), q8_0, q4_k_m (made by llama.cpp's "
                         "quantizer), f32")
     p.add_argument("--threads", type=int, default=0, help="gguf: threads for llama.cpp's quantizer (0: all cores)")
+    p.add_argument("--with-vision", default="",
+                   help="gguf: also write our own vision tower (torch, onnx or torch,onnx) for "
+                        "python -m runtime.score --vision-backend")
     args = p.parse_args(argv)
     if args.format != "gguf" and (args.type is not None or args.threads):
         p.error("--type and --threads are for --format gguf")
+    if args.format != "gguf" and args.with_vision:
+        p.error("--with-vision is for --format gguf")
     try:
         args.model = str(resolve_model(args.model))
         if args.format == "gguf":
-            return export_gguf_folder(args.model, args.output, args.type or "f16", args.force, args.threads)
+            vision = tuple(v for v in args.with_vision.split(",") if v)
+            return export_gguf_folder(args.model, args.output, args.type or "f16", args.force, args.threads, vision)
         info = export(args.model, args.output, fmt=args.format, force=args.force)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

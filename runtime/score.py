@@ -95,7 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="default: bf16 on cuda, fp32 on cpu")
     p.add_argument("--vision-backend", choices=["torch", "onnx"], default=None,
-                   help="run the vision encoder with PyTorch or onnxruntime (default: as the bundle's manifest says)")
+                   help="run the vision encoder with PyTorch or onnxruntime (default: as the bundle's manifest says; "
+                        "a GGUF export: clip.cpp, or with this its own tower from --with-vision)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the tokenizer's own Python code to run (off by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
