@@ -33,7 +33,12 @@ class RunOptions:
     max_new_tokens: int = 384
     enhance_below: int | None = None
     enhanced_output: Path | None = None
-    keep_above: int | None = None
+    drop_below: int | None = None  # the enhanced copy leaves out pairs scored strictly below this
+    keep_failed: bool = False  # the enhanced copy keeps the pairs that failed (unchanged)
+    keep_min_overall: int | None = None  # write a keep list of the pairs with overall >= this ...
+    keep_list: Path | None = None  # ... here (outside the output folder)
+    keep_format: str | None = None  # datacomp-npy | keys | parquet (None: datacomp-npy if uids, else keys)
+    demo: bool = False  # the built-in demo model was asked for (--model demo)
     caption_field: str | None = None  # WebDataset: caption from this .json field instead of .txt
     columns: Columns = field(default_factory=Columns)  # Parquet: key, image, caption column names
     quiet: bool = False
