@@ -24,8 +24,7 @@ from runtime.demo import DEMO_MODEL
 from runtime.model.locate import SCORABLE, kind_of, locate
 from runtime.errors import InputError
 from runtime.files import check_regular
-from runtime.launch.cli import (add_arguments as add_dataset_arguments, options, refuse_dataset_flags, run_dataset,
-                                say_demo)
+from runtime.launch.cli import add_arguments as add_dataset_arguments, options, refuse_dataset_flags, run_dataset
 from runtime.launch.model import spec_of
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Scorer
 
@@ -74,7 +73,6 @@ def score_pairs_file(args: argparse.Namespace) -> int:
     check_regular(path, f"--input {args.input}")
     opts = options(args, is_demo(model_folder(args)))
     shard = pairs_format(path).shard(path)
-    say_demo(opts)
     return run_batch(lambda: load_scorer(args), [shard], JsonlOutput(opts.output, opts), opts)
 
 

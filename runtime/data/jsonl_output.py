@@ -96,7 +96,7 @@ class JsonlOutput:
     """`runtime.data.run.Output` for a pairs file: verdicts JSONL, resumed by line."""
 
     def __init__(self, path: Path, opts):
-        self.path, self.share, self.opts = path, None, opts
+        self.path, self.share, self.opts, self.reports = path, None, opts, True
         self.done: set[int] = set()
         self.records: list[Record] = []
         self.writer = self.bar = self.note = None

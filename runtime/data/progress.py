@@ -1,6 +1,7 @@
 """What a batch run shows on stderr while it works: one progress bar look (pairs, rate, ETA) for
-pairs files, shards and Ray, and lines that print above the bar without breaking it. `quiet`
-shows no bar; errors and summaries are printed whatever it says."""
+pairs files, shards and Ray, lines that print above the bar without breaking it, and the demo
+model's note, once, when scoring starts. `quiet` shows no bar; errors, the note and summaries are
+printed whatever it says."""
 
 from __future__ import annotations
 
@@ -19,3 +20,13 @@ def say(line: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(line, file=sys.stderr)
+
+
+def say_demo(opts) -> None:
+    """A batch run on the demo model (`opts.demo`) says so once, as scoring starts (every verdict
+    carries the note too)."""
+    from runtime.demo import DEMO_NOTE
+
+    if opts.demo:
+        say(f"note: --model demo: {DEMO_NOTE}; every verdict carries this note (a real run: "
+            "--model hanhuang22/AITQE)")

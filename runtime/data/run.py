@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from runtime.data import progress
 from runtime.data.limits import Limits
 from runtime.data.parquet_table import Columns
 from runtime.data.records import Record, Shard
@@ -50,6 +51,7 @@ class Output(Protocol):
 
     path: Path  # the file or folder written; one run at a time (per share) holds its lock
     share: str | None  # `I-of-N` for a --shard-index process, else None
+    reports: bool  # says on stderr what it does (False: a Ray actor's, whose driver reports)
 
     def todo(self, shards: list[Shard]) -> list[tuple[Shard, Iterable[Record]]]:
         """The units (and their records) the output does not hold yet."""
@@ -78,6 +80,8 @@ def process(get_scorer: Callable[[], object], shards: list[Shard], output: Outpu
             return
         scorer = get_scorer()  # a model that cannot load is the run's error, not each unit's
         output.start(scorer)
+        if output.reports:
+            progress.say_demo(opts)
         try:
             for event in score_records(scorer, todo, opts):
                 output.take(event)

@@ -11,7 +11,6 @@ share of the shards (`--shard-index i --num-shards n`, one process per GPU, thro
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from runtime.data import limits
@@ -20,7 +19,6 @@ from runtime.data.parquet_table import Columns
 from runtime.data.records import find_shards, pick
 from runtime.data.run import RunOptions, run_batch
 from runtime.data.shard_output import ShardOutput
-from runtime.demo import DEMO_NOTE
 from runtime.errors import InputError
 from runtime.launch.model import cached_loader, model_fingerprint, spec_of
 from runtime.model.locate import SCORABLE, locate
@@ -89,13 +87,6 @@ def options(args: argparse.Namespace, demo: bool = False) -> RunOptions:
                       limits=limits.Limits(args.max_caption_chars, args.max_caption_bytes, args.max_member_bytes))
 
 
-def say_demo(opts: RunOptions) -> None:
-    """A batch run on the demo model says so once on stderr (every verdict carries the note too)."""
-    if opts.demo:
-        print(f"note: --model demo: {DEMO_NOTE}; every verdict carries this note (a real run: "
-              "--model hanhuang22/AITQE)", file=sys.stderr)
-
-
 def check_copy_and_keep_flags(args: argparse.Namespace) -> None:
     """The enhanced copy's and the keep list's flags come in their pairs (one-line InputErrors)."""
     if args.keep_above is not None:
@@ -138,7 +129,6 @@ def run_dataset(args: argparse.Namespace, model: Path, demo: bool = False) -> in
     elif args.num_gpus is not None:
         raise InputError("--num-gpus is for --ray; without Ray, start one process per GPU with --shard-index/--num-shards")
     mine = pick(shards, args.shard_index, args.num_shards)
-    say_demo(opts)
     opts.output.mkdir(parents=True, exist_ok=True)
     spec = spec_of(args, model)
     fingerprint = model_fingerprint(model)

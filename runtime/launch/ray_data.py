@@ -89,6 +89,7 @@ def _run(ray, spec: ScorerSpec, shards: list[Shard], output: ShardOutput, actors
         ShardScorer, fn_constructor_kwargs={"spec": spec, "opts": opts, "fingerprint": fingerprint},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=1, batch_format="numpy",
         num_gpus=1 if on_gpu else 0, num_cpus=1 if on_gpu else max(0.25, min(1.0, cpus / (actors + 1))))
+    progress.say_demo(opts)
     bar = progress.bar(shards_total(shards), opts.quiet)
     try:
         for row in ds.iter_rows():  # as each shard finishes, on whichever actor
