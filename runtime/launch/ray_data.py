@@ -17,6 +17,7 @@ Each shard is one `score_stream` call, so `--workers` processes start once per s
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -84,6 +85,7 @@ def _run(ray, spec: ScorerSpec, shards: list[Shard], output: ShardOutput, actors
     cpus = ray.cluster_resources().get("CPU", 1)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours instead: pairs, as a single process shows them
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan and "progress bars disabled" lines too
     items = [{"path": str(s.path), "format": s.format, "meta": str(s.meta) if s.meta else ""} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
         ShardScorer, fn_constructor_kwargs={"spec": spec, "opts": opts, "fingerprint": fingerprint},
