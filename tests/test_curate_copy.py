@@ -100,3 +100,14 @@ def test_a_parquet_copy_reads_with_pandas(tmp_path, capsys):
     assert list(copy["txt"]) == [r["recaption"] if r["replaced"] else r["caption"] for r in kept]
     assert list(copy["original_caption"]) == [r["caption"] for r in kept]
     assert pq.read_table(tmp_path / "enhanced" / "00001.parquet").num_rows == 7
+
+
+def test_a_copy_made_later_from_the_verdicts_marks_them(shards, tmp_path, capsys):
+    rc, err = run(capsys, f"--input={shards[0]}", f"--output={tmp_path / 'verdicts'}")
+    assert rc == 0, err
+    path = tmp_path / "verdicts" / "00000.aitqe.parquet"
+    assert not any(r["replaced"] or r["dropped"] for r in verdicts.read(path))
+    assert verdicts.run_of(path)["enhance_below"] is None
+    rows, _ = score(capsys, shards, tmp_path)  # resumed: no scoring, the copy made from the verdicts
+    assert {k for k, r in rows.items() if r["dropped"]} == shards[2] and any(r["replaced"] for r in rows.values())
+    assert verdicts.run_of(path)["enhance_below"] == BELOW

@@ -96,7 +96,7 @@ def write(rows: list[dict], path: Path, fmt: str) -> int:
 
 def check_outside(path: Path, folder: Path, flag: str) -> None:
     """Refuse a keep list inside the verdicts folder (one line)."""
-    if path.resolve().parent == folder.resolve() or folder.resolve() in path.resolve().parents:
+    if folder.resolve() in path.resolve().parents:
         raise InputError(f"{flag} {path}: inside the verdicts folder {folder}, which holds only verdict files "
                          "(so pandas and duckdb read it whole); write the keep list elsewhere")
 

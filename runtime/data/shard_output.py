@@ -73,6 +73,10 @@ def report(result: ShardResult, opts: RunOptions) -> None:
         progress.say(f"{result.shard}: {result.rows} keys ({result.errors} with errors) {what}{more}")
 
 
+def counted(result: ShardResult, rows: list[dict]) -> None:
+    result.rows, result.errors = len(rows), sum(r["error"] is not None for r in rows)
+
+
 def shards_total(shards: list[Shard]) -> int | None:
     """The pairs of `shards` where every one's format knows its count cheaply, else None."""
     counts = [count(s) for s in shards]
@@ -106,7 +110,7 @@ class ShardOutput:
 
     def _write(self, shard: Shard, rows: list[dict], run: dict, result: ShardResult) -> None:
         """The verdicts (marked as the copy will be), then the enhanced copy if asked and missing."""
-        result.rows, result.errors = len(rows), sum(r["error"] is not None for r in rows)
+        counted(result, rows)
         enhancing = self._enhancing(shard)
         verdicts.write(enhance.mark(rows, self.opts) if enhancing else rows, verdicts_path(shard, self.opts), run)
         if enhancing:
@@ -122,12 +126,10 @@ class ShardOutput:
             if rows and rows[0]["model_fingerprint"] != self.fingerprint:
                 raise ShardError(f"{out}: scored with another model ({rows[0]['model_fingerprint']}); "
                                  "pass another --output, or delete the file to rescore the shard")
-            if enhancing:
-                o = self.opts
-                copy = {"enhance_below": o.enhance_below, "drop_below": o.drop_below, "keep_failed": o.keep_failed}
-                self._write(shard, rows, {**verdicts.run_of(out), **copy}, result)
+            if enhancing:  # the verdicts rewritten with the copy's marks and settings
+                self._write(shard, rows, {**verdicts.run_of(out), **verdicts.copy_settings(self.opts)}, result)
             else:
-                result.rows, result.errors = len(rows), sum(r["error"] is not None for r in rows)
+                counted(result, rows)
         except Exception as e:
             result.failure = _failure(shard, e)
         return result

@@ -50,10 +50,14 @@ def version() -> str:
         return "unknown"
 
 
+def copy_settings(opts) -> dict:
+    """The settings of the enhanced copy (`opts`: RunOptions)."""
+    return {"enhance_below": opts.enhance_below, "drop_below": opts.drop_below, "keep_failed": opts.keep_failed}
+
+
 def settings(opts, model: str, fingerprint: str, engine: str | None, demo: bool) -> dict:
     """The run's settings written as `aitqe.run`: what a curator needs to know how a table was made."""
-    return {"model": model, "model_fingerprint": fingerprint, "engine": engine, "demo": demo,
-            "enhance_below": opts.enhance_below, "drop_below": opts.drop_below, "keep_failed": opts.keep_failed,
+    return {"model": model, "model_fingerprint": fingerprint, "engine": engine, "demo": demo, **copy_settings(opts),
             "max_new_tokens": opts.max_new_tokens, "output_all": opts.output_all, "version": version()}
 
 
