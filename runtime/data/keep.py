@@ -36,7 +36,7 @@ def verdict_files(folder: Path) -> list[Path]:
         raise InputError(f"--verdicts {folder}: no *{OUTPUT_SUFFIX} files; pass the --output folder of a shard run")
     for f in files:
         if not verdicts.complete(f):
-            raise InputError(f"{f}: not a complete verdicts file of this version; rerun the scoring to finish it")
+            raise InputError(f"{f}: not a complete verdicts file; rerun the scoring to finish it")
     return files
 
 

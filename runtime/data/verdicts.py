@@ -7,7 +7,9 @@ overall_explanation, sub_scores (map: aspect name -> int), sub_scores_expected (
 float), caption_truncated, parse_error, error, model, model_fingerprint, note (the demo model's
 warning), raw_text. Rows are in the shard's order; join on `key`. The file's metadata
 `aitqe.complete_rows` marks it whole (`complete`); `aitqe.run` is the run's settings as JSON
-(`settings`).
+(`settings`). A file of an older version, without the columns caption, replaced, dropped and note
+or the run's settings, is still complete: its shard is not scored again (rewritten with them when
+an enhanced copy is made from it).
 """
 
 from __future__ import annotations
@@ -102,8 +104,7 @@ def complete(path: Path) -> bool:
     except Exception:
         return False
     marked = (meta.metadata or {}).get(COMPLETE.encode())
-    return marked is not None and marked.isdigit() and int(marked) == meta.num_rows and \
-        set(COLUMNS) <= set(meta.schema.to_arrow_schema().names)
+    return marked is not None and marked.isdigit() and int(marked) == meta.num_rows
 
 
 def run_of(path: Path) -> dict:
