@@ -111,3 +111,16 @@ def test_a_copy_made_later_from_the_verdicts_marks_them(shards, tmp_path, capsys
     rows, _ = score(capsys, shards, tmp_path)  # resumed: no scoring, the copy made from the verdicts
     assert {k for k, r in rows.items() if r["dropped"]} == shards[2] and any(r["replaced"] for r in rows.values())
     assert verdicts.run_of(path)["enhance_below"] == BELOW
+
+
+def test_verdicts_of_an_older_version_stay_done_and_a_copy_completes_them(tmp_path, capsys, monkeypatch):
+    write_webdataset(tmp_path / "in", 0, pairs(0, 4))
+    rc, err = run(capsys, f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'verdicts'}")
+    assert rc == 0, err
+    path = tmp_path / "verdicts" / "00000.aitqe.parquet"
+    old = pq.read_table(path).drop_columns(["caption", "replaced", "dropped", "note"])
+    pq.write_table(old.replace_schema_metadata({verdicts.COMPLETE: "4"}), path)
+    monkeypatch.setattr("runtime.launch.cli.cached_loader", lambda spec: lambda: pytest.fail("the model was loaded"))
+    rows, _ = score(capsys, (tmp_path / "in",), tmp_path)  # nothing scored (the loader above fails), the copy made
+    assert any(r["replaced"] for r in rows.values()) and all(r["caption"] is None for r in rows.values())
+    assert verdicts.run_of(path)["enhance_below"] == BELOW
