@@ -78,7 +78,7 @@ def run_dataset(args: argparse.Namespace, model: Path) -> int:
     opts = options(args)
     if opts.output.exists() and not opts.output.is_dir():
         raise InputError(f"--output {opts.output}: is a file; with shards as input, --output is a folder")
-    if args.workers < 0:
+    if (args.workers or 0) < 0:
         raise InputError("--workers must be >= 0")
     shards = find_shards(args.input)
     if opts.enhanced_output is not None:
