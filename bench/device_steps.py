@@ -1,4 +1,4 @@
-"""The python side of `bench/device_check.sh`: `python -m bench.device_steps preflight|inputs|bundle|record ...`.
+"""The python side of `bench/device_check.sh`: `python -m bench.device_steps preflight|inputs|bundle|record|trim ...`.
 
 preflight: one JSON object on stdout (card, driver, CUDA, cuDNN, free disk and memory, compilers, library
 versions, and which SDPA backend torch picks for the fast engine's exact decode and prefill shapes).
@@ -7,6 +7,8 @@ bundle CHECKPOINT METHOD FOLDER DEVICE: the method's synthetic bundle of that ch
 record OUT NAME RC SECONDS BUDGET RESULT LOG: append one line to OUT/results.jsonl: the step, its exit,
 its time and budget, what its result file holds (partial or whole, JSON or JSON lines), and the last
 `error:` line of its log; so a run cut short keeps every step before it.
+trim WHEEL KEEP...: rewrite WHEEL without the shared libraries (*.so) whose names hold none of KEEP
+(bench/fetch_wheels.sh: bitsandbytes' CUDA 13 build only, what the device's torch loads); prints the sizes.
 """
 
 from __future__ import annotations
@@ -83,6 +85,29 @@ def bundle(checkpoint: str, name: str, folder: str, device: str) -> None:
     synthetic_bundle(Path(checkpoint), name, Path(folder), device)
 
 
+def trim(wheel: Path, keep: list[str]) -> tuple[int, int]:
+    """Drop from `wheel` (in place) every *.so whose file name holds none of `keep`, and its RECORD line;
+    (bytes before, bytes after)."""
+    import zipfile
+
+    def kept(name: str) -> bool:
+        return not name.endswith(".so") or any(k in name.rsplit("/", 1)[-1] for k in keep)
+
+    before = wheel.stat().st_size
+    tmp = wheel.with_suffix(".trim")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if not kept(info.filename):
+                continue
+            data = src.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                data = "".join(line for line in data.decode().splitlines(keepends=True)
+                               if kept(line.split(",", 1)[0])).encode()
+            dst.writestr(info, data)
+    tmp.replace(wheel)
+    return before, wheel.stat().st_size
+
+
 def _result(path: Path):
     try:
         text = path.read_text()
@@ -130,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("record")
     for a in ("out", "name", "rc", "seconds", "budget", "result", "log"):
         r.add_argument(a)
+    t = sub.add_parser("trim")
+    t.add_argument("wheel", type=Path)
+    t.add_argument("keep", nargs="+")
     a = p.parse_args(argv)
     if a.what == "preflight":
         print(json.dumps(preflight(a.folders)))
@@ -137,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         inputs(a.shape, Path(a.work), a.device, int(a.n))
     elif a.what == "bundle":
         bundle(a.checkpoint, a.method, a.folder, a.device)
+    elif a.what == "trim":
+        before, after = trim(a.wheel, a.keep)
+        print(f"{a.wheel.name}: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB (kept *.so with {', '.join(a.keep)})")
     else:
         record(Path(a.out), a.name, int(a.rc), int(a.seconds), int(a.budget), Path(a.result), Path(a.log))
     return 0

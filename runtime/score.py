@@ -106,8 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "a GGUF export always runs on llama.cpp")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="compile the fast engine's decode step (auto: in batch mode on CUDA for a 16-bit backbone)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes that read and preprocess images ahead of the model (batch mode; default 0: none)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that read and preprocess images ahead of the model (batch mode; default: "
+                        "2 on CUDA, 0 (none) on CPU)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="default: bf16 on cuda, fp32 on cpu")
@@ -134,7 +135,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("single-pair mode needs both --image and --caption")
     if batch and (args.input is None or args.output is None):
         p.error("batch mode needs both --input and --output")
-    if args.max_new_tokens < 1 or args.batch_size < 1 or args.workers < 0 or (args.threads or 1) < 1:
+    if args.max_new_tokens < 1 or args.batch_size < 1 or (args.workers or 0) < 0 or (args.threads or 1) < 1:
         p.error("--max-new-tokens, --batch-size and --threads must be >= 1, --workers >= 0")
     return args
 

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from runtime import engine
-from runtime.engine import Backbone, Decoded, Decoder, StopRule
+from runtime.engine import Backbone, Decoded, Decoder, StopRule, upload
 from runtime.errors import InputError
 from runtime.formats import method
 from runtime.formats.bundle import load_bundle
@@ -35,6 +35,7 @@ from runtime.pipeline import Pair, Prepared, Preparer, ahead, prepared
 from runtime.scores import Scores
 
 DEFAULT_MAX_NEW_TOKENS = 384
+CUDA_WORKERS = 2  # image-reading processes by default on CUDA (`--workers`)
 ENGINES = engine.names()  # the engines registered in runtime.engine
 
 
@@ -169,7 +170,7 @@ class Scorer:
     @torch.inference_mode()
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """Projected image embeddings [B, T, H] of pixels [B, 3, S, S]."""
-        return self.vision(pixels.to(self.device))
+        return self.vision(upload(pixels, self.device))
 
     @torch.inference_mode()
     def encode(self, prepared: list[Prepared]) -> list[torch.Tensor]:
@@ -205,12 +206,15 @@ class Scorer:
         ready = list(prepared(self.preparer, pairs, max_new_tokens))
         return self._score_prepared(ready, output_all, max_new_tokens, time.perf_counter() - start)
 
-    def score_stream(self, pairs: Iterable[Pair], *, batch_size: int = 8, workers: int = 0,
+    def score_stream(self, pairs: Iterable[Pair], *, batch_size: int = 8, workers: int | None = 0,
                      output_all: bool = False, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[Verdict]:
         """One verdict per pair, in input order, for a stream of any length. `workers` processes prepare
-        pairs ahead of the model (0: in this process); the vision tower runs on `batch_size` pairs at a
+        pairs ahead of the model (0: in this process; None: CUDA_WORKERS on CUDA, where the card would
+        wait on images, else 0); at least two batches are in flight; the vision tower runs on `batch_size` pairs at a
         time; the engine decodes `slots` rows together (the fast engine with continuous batching, the
         reference engine in static batches)."""
+        if workers is None:
+            workers = CUDA_WORKERS if self.device.startswith("cuda") else 0
         stream = prepared(self.preparer, pairs, max_new_tokens, workers, window=2 * batch_size)
         done: dict[int, Verdict] = {}  # finished out of order, waiting for their turn
         flight: dict[int, tuple[Verdict, Prepared, float]] = {}

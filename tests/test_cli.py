@@ -501,3 +501,20 @@ def test_batch_image_path_unencodable(capsys, tiny_ckpt, image_dir, tmp_path, im
     recs = read_records(out_path)
     assert isinstance(recs[0]["error"], str)
     assert recs[1]["error"] is None
+
+
+def test_workers_default_to_two_on_cuda_none_on_cpu(tiny_scorer, monkeypatch):
+    """`--workers` left out: the scorer decides by its device (CUDA_WORKERS on CUDA, 0 on CPU)."""
+    import dataclasses
+
+    import runtime.scorer
+    from runtime.score import parse_args
+
+    assert parse_args(["--input", "pairs.jsonl", "--output", "out.jsonl"]).workers is None
+    seen = []
+    monkeypatch.setattr(runtime.scorer, "prepared", lambda *a, **k: seen.append(a[3]) or iter(()))
+    for device in ("cpu", "cuda"):
+        assert list(dataclasses.replace(tiny_scorer, device=device, decoder=tiny_scorer.decoder).score_stream(
+            [], workers=None)) == []
+    assert list(tiny_scorer.score_stream([], workers=1)) == []
+    assert seen == [0, runtime.scorer.CUDA_WORKERS, 1]

@@ -62,3 +62,24 @@ def test_device_check_killed_half_way_keeps_earlier_steps(tmp_path):
     done = steps(tmp_path / "out")
     assert done["inputs"]["rc"] == 0 and done["bf16"]["result"]["batches"]["1"]["decode_steps"]
     assert len(list((tmp_path / "out").iterdir())) <= 8
+
+
+def test_trim_keeps_only_the_named_libraries(tmp_path):
+    """fetch_wheels.sh's bitsandbytes trim: the other CUDA builds and their RECORD lines go, the rest stays."""
+    import zipfile
+
+    from bench.device_steps import trim
+
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    names = ["pkg/__init__.py", "pkg/lib_cpu.so", "pkg/lib_cuda118.so", "pkg/lib_cuda130.so"]
+    with zipfile.ZipFile(wheel, "w") as z:
+        for n in names:
+            z.writestr(n, "x" * 4096)
+        z.writestr("pkg-1.0.dist-info/RECORD", "".join(f"{n},sha256=x,4096\n" for n in names) + "pkg-1.0.dist-info/RECORD,,\n")
+    before, after = trim(wheel, ["_cpu.", "_cuda130."])
+    assert after < before
+    with zipfile.ZipFile(wheel) as z:
+        assert set(z.namelist()) == set(names) - {"pkg/lib_cuda118.so"} | {"pkg-1.0.dist-info/RECORD"}
+        assert "cuda118" not in z.read("pkg-1.0.dist-info/RECORD").decode()
+    assert "cuda130" in subprocess.run([sys.executable, "-m", "bench.device_steps", "trim", str(wheel), "_cuda130."],
+                                       cwd=ROOT, capture_output=True, text=True, check=True).stdout

@@ -29,7 +29,7 @@ from runtime.lock import output_lock
 class RunOptions:
     output: Path
     batch_size: int = 8
-    workers: int = 0
+    workers: int | None = 0  # None: the scorer's default for its device (Scorer.score_stream)
     output_all: bool = False
     max_new_tokens: int = 384
     enhance_below: int | None = None

@@ -32,6 +32,13 @@ from typing import Any, Protocol
 import torch
 
 
+def upload(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Host tensor `t` on `device`: on CUDA copied from pinned memory without blocking this thread (the
+    card runs the copy before the work queued after it); elsewhere as it is (`.to` is a no-op on CPU)."""
+    pinned = t.pin_memory() if torch.device(device).type == "cuda" else t
+    return pinned.to(device, non_blocking=True)
+
+
 @dataclass(frozen=True)
 class StopRule:
     """When a row ends: after one of `eos_ids` (kept in its ids), or once its text holds `mark`."""

@@ -1,18 +1,22 @@
 """The fast engine: static KV cache, one compiled decode step, continuous batching.
 
-Rows (embedding rows [L, H]) wait in their input order; each free slot of the static cache takes
-the next one (one prefill), and every step advances all busy slots by one token. A row leaves its
-slot as soon as it ends (an end-of-generation id, the stop mark seen on token ids, or its token
-budget) and the slot takes the next waiting row, so the batch stays full while rows remain.
+Rows (embedding rows [L, H]) wait in their input order; free slots of the static cache take the
+next ones, all in one prefill forward, and every step advances all busy slots by one token. A row
+leaves its slot as soon as it ends (an end-of-generation id, the stop mark seen on token ids, or its
+token budget); once `refill` slots are free (an eighth of them by default) they take the next waiting
+rows together, one prefill for all instead of one per freed slot, so the batch stays nearly full
+while rows remain. Each step's token ids and positions go to the card in one non-blocking copy from
+pinned memory, and its outcome comes back in one transfer.
 Greedy ids are the reference engine's: same modules, same math, each row at its own positions.
 
 The cache is allocated once per run, at a fixed length (`max_len`; by default what the longest
 admissible row needs, prompt plus budget up to the model's context) for the most slots used; on CUDA
-the slots are capped by free memory after load, said in one line. A row needing more positions than the
-cache holds is an error, never a mid-run regrow. Decode steps run over slots [0, n) with n a power of
-two (views of the one cache), so a compiled step (`torch.compile`, static shapes, CUDA graphs on CUDA)
-compiles once per bucket, all in warm-up, each bucket called WARM_CALLS times there (CUDA graph trees
-record on a later call than the first); `compiles` counts the graphs compiled. A backbone whose kernels
+the slots are sized from free memory after load (at most what was asked), said in one line. A row
+needing more positions than the cache holds is an error, never a mid-run regrow. Decode steps run
+over slots [0, n) with n a power of two (views of the one cache), so a compiled step (`torch.compile`,
+static shapes, CUDA graphs on CUDA) compiles once per bucket, all in warm-up, each bucket called
+WARM_CALLS times there (CUDA graph trees record on a later call than the first); `compiles` counts
+the graphs compiled. A backbone whose kernels
 do not compile (its method says so) runs the same step eagerly, and says so once.
 
 Observers (e.g. `runtime.scores`): every step also returns the probabilities of the observed ids,
@@ -36,7 +40,7 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from runtime.engine import Backbone, Branch, Decoded, Finished, Observe, Observer, Row, StopRule, Unsupported, \
-    register
+    register, upload
 from runtime.engine.step import StaticKV, Step
 from runtime.engine.text import Pieces, Watcher, row_text
 
@@ -44,6 +48,7 @@ LEN_QUANTUM = 256  # the cache's length is a multiple of this many positions
 WARM_CALLS = 3  # calls per bucket in warm-up: compile, then CUDA graph trees warm up and record
 MEMORY_SHARE = 0.6  # of the free CUDA memory after load, what the cache may take (prefill and graphs need the rest)
 PREFILL_TOKENS = 8192  # at most this many (padded) positions per prefill forward
+REFILL_SHARE = 8  # by default, free slots are refilled together once 1/REFILL_SHARE of them are free
 
 
 @dataclass
@@ -83,11 +88,13 @@ class FastDecoder:
     name = "fast"
 
     def __init__(self, llm, tokenizer, slots: int = 8, compile: bool | None = None, quiet: bool = False,
-                 compilable: bool = False, max_len: int | None = None):
+                 compilable: bool = False, max_len: int | None = None, refill: int | None = None):
         """compile None: on CUDA when the backbone may compile; compilable: the backbone's own answer
         (its method's: `runtime.formats.Method.compiles`; a checkpoint's 16-bit backbone may); max_len:
-        positions per slot (None: the model's context)."""
+        positions per slot (None: the model's context); refill: free slots that wait for each other to
+        be prefilled together while other slots decode (None: an eighth of the slots, at least 1)."""
         self.llm, self.tokenizer, self.slots, self.quiet = llm, tokenizer, max(1, slots), quiet
+        self.refill = refill
         self.max_len = max_len or llm.config.max_position_embeddings
         self.compiles = 0  # graphs compiled for this decoder's step
         self.pieces = Pieces(tokenizer)
@@ -136,10 +143,10 @@ class FastDecoder:
         if self.device.type == "cuda":
             free = torch.cuda.mem_get_info(self.device)[0]
             fit = max(1, int(free * MEMORY_SHARE) // per_slot)
-            if fit < self.slots:
-                print(f"engine: {fit} slots of {size} positions fit in {free / 2**30:.1f} GiB free "
-                      f"(asked for {self.slots}); decoding {fit} together", file=sys.stderr)
-                self.slots = fit
+            asked, self.slots = self.slots, min(self.slots, fit)
+            if not self.quiet or fit < asked:
+                print(f"engine: {self.slots} slots of {size} positions (asked for {asked}; {fit} fit in "
+                      f"{MEMORY_SHARE:.0%} of {free / 2**30:.1f} GiB free after load)", file=sys.stderr)
         self.step = Step(self.llm, StaticKV(cfg.num_hidden_layers, self.slots, cfg.num_key_value_heads, size,
                                             head_dim, self.dtype, self.device))
         self._decide = self._compile(self._decide_eager) if self.compiled else self._decide_eager
@@ -203,8 +210,11 @@ class FastDecoder:
         waiting = iter(rows)
         busy: dict[int, _Row] = {}
         pending, exhausted = None, False
+        refill = self.refill or max(1, self.slots // REFILL_SHARE)
         while True:
-            while len(busy) < self.slots and not (exhausted and pending is None):
+            while self.slots - len(busy) >= min(refill, self.slots) or not busy:
+                if exhausted and pending is None:
+                    break
                 free = sorted(set(range(self.slots)) - busy.keys())
                 group, longest = [], 0
                 while len(group) < len(free):  # rows waiting for free slots are prefilled together
@@ -245,8 +255,8 @@ class FastDecoder:
                     tokens[slot], positions[slot] = branch.token, row.length + branch.step
                 else:
                     tokens[slot], positions[slot] = row.ids[-1], row.position
-            out = self._call(torch.tensor(tokens, device=self.device),
-                             torch.tensor(positions, device=self.device)).tolist()
+            moved = upload(torch.tensor([tokens, positions]), self.device)  # one copy to the card
+            out = self._call(moved[0], moved[1]).tolist()  # and one back
             for slot, row in list(busy.items()):
                 if row.done:
                     row.observer.branch(row.branches.pop(), out[slot][1:])

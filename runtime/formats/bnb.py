@@ -89,6 +89,9 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
     return model
 
 
-# bitsandbytes' layer classes are not compiled: the fast engine decodes them eagerly
+# bnb-nf4: bitsandbytes 0.50 registers fake kernels for its 4-bit ops, so the fast engine compiles the
+# step (tests/test_engine_compile.py: same ids as eager on CPU, one graph per bucket). bnb-int8 decodes
+# eagerly: LLM.int8()'s outlier split (int8_vectorwise_quant, int8_mixed_scaled_mm) has an output shape
+# that depends on the data, a graph break at every Linear (42 graphs for 2 buckets of the demo model)
 register(Method("bnb-int8", BnbInt8Config, quantize_int8, load))
-register(Method("bnb-nf4", BnbNf4Config, quantize_nf4, load))
+register(Method("bnb-nf4", BnbNf4Config, quantize_nf4, load, compiles=True))

@@ -108,5 +108,6 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
     return convert(load_dense(folder, {"dtype": "bf16"}, "cpu", torch.bfloat16), cfg, device).to(device)
 
 
-# torchao's float8 tensors are not compiled here yet: the fast engine decodes them eagerly
-register(Method("fp8", Fp8Config, quantize, load, bits_per_weight=bits_per_weight))
+# torchao's float8 tensors trace through Dynamo with no graph break: the fast engine compiles the step
+# (tests/test_engine_compile.py: same ids as eager on CPU, one graph per bucket)
+register(Method("fp8", Fp8Config, quantize, load, bits_per_weight=bits_per_weight, compiles=True))

@@ -109,7 +109,7 @@ def run_dataset(args: argparse.Namespace, model: Path, demo: bool = False) -> in
     opts = options(args, demo)
     if opts.output.exists() and not opts.output.is_dir():
         raise InputError(f"--output {opts.output}: is a file; with shards as input, --output is a folder")
-    if args.workers < 0:
+    if (args.workers or 0) < 0:
         raise InputError("--workers must be >= 0")
     if opts.keep_list is not None:
         check_outside(opts.keep_list, opts.output, "--keep-list")
