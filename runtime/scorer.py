@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from runtime import engine
+from runtime.defaults import DEFAULT_MAX_NEW_TOKENS, default_device
 from runtime.engine import Backbone, Decoded, Decoder, StopRule
 from runtime.errors import InputError
 from runtime.formats import method
@@ -34,8 +35,7 @@ from runtime.parse import OVERALL_MARK, parse_output, to_dict
 from runtime.pipeline import Pair, Prepared, Preparer, ahead, prepared
 from runtime.scores import Scores
 
-DEFAULT_MAX_NEW_TOKENS = 384
-ENGINES = engine.names()  # the engines registered in runtime.engine
+ENGINES = engine.names()  # the engines registered in runtime.engine (runtime.defaults.ENGINES, for parsers)
 
 
 def _rounded(x: float | None) -> float | None:
@@ -118,7 +118,7 @@ class Scorer:
             from runtime.gguf_scorer import GgufScorer
 
             return GgufScorer.load(path, threads=threads, gpu_layers=gpu_layers, trust_remote_code=trust_remote_code)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
         dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
