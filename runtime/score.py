@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from runtime.defaults import DEFAULT_MAX_NEW_TOKENS, ENGINES
 from runtime.errors import InputError
 from runtime.launch.cli import add_arguments as add_dataset_arguments
+from runtime.quiet import quiet
 
 if TYPE_CHECKING:
     from runtime.scorer import Scorer
@@ -108,7 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the vision encoder with PyTorch or onnxruntime (default: as the bundle's manifest says)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the tokenizer's own Python code to run (off by default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no library warnings: stderr holds "
+                                                        "errors and the summary only")
     p.add_argument("--debug", action="store_true",
                    help="say on stderr how the model decodes (end-of-generation ids and the file they came from)")
     p.add_argument("--threads", type=int, default=None,
@@ -133,6 +135,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with quiet(args.quiet):  # before the libraries load: some read their settings once, at import
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The parsed command, its exit code; every failure one line on stderr."""
     try:
         from runtime.data.records import is_shard_input
         from runtime.launch.cli import refuse_dataset_flags, run_dataset
