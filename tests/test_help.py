@@ -38,7 +38,7 @@ HEAVY = ("torch", "transformers", "pyarrow", "onnxruntime", "llama_cpp")
 SECONDS = 3.0
 # still import the model code before they parse their arguments (their flags come from the method registry
 # or their parser from the model modules): left to do
-NOT_YET_LEAN = {"python -m quantize", "python -m quantize.backbone", "python -m bench"}
+NOT_YET_LEAN = {"python -m quantize", "python -m quantize.backbone"}
 
 # runs a module as `python -m` would, then says (as JSON on the last line of stderr) its exit code, how long it
 # took and which heavy libraries it imported
