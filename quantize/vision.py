@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the model code is imported where it runs, after parsing: --
     from runtime.model.checkpoint import Checkpoint
 
 FORMATS = {"torch": DTYPE_NAMES, "onnx": ("fp32", "fp16")}
+VISION = ("torch", "onnx", "onnx-fp16")  # a bundle's vision formats (python -m quantize --vision)
 
 
 def export_torch(ck: Checkpoint, out: Path, dtype: str = "bf16") -> Vision:

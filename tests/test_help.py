@@ -36,9 +36,6 @@ def test_the_table_lists_the_commands():
 
 HEAVY = ("torch", "transformers", "pyarrow", "onnxruntime", "llama_cpp")
 SECONDS = 3.0
-# still import the model code before they parse their arguments (their flags come from the method registry
-# or their parser from the model modules): left to do
-NOT_YET_LEAN = {"python -m quantize", "python -m quantize.backbone"}
 
 # runs a module as `python -m` would, then says (as JSON on the last line of stderr) its exit code, how long it
 # took and which heavy libraries it imported
@@ -74,11 +71,6 @@ def run(cmd: str, *args: str, cwd: Path) -> tuple[int, str, str, float, list[str
     return got["code"], proc.stdout, err, got["seconds"], got["heavy"]
 
 
-def lean(cmd: str):
-    return pytest.param(cmd, marks=pytest.mark.xfail(strict=True, reason="imports the model code before parsing")
-                        ) if cmd in NOT_YET_LEAN else cmd
-
-
 @pytest.mark.parametrize("cmd", readme_commands())
 def test_every_readme_command_prints_help(cmd, tmp_path):
     rc, out, err, seconds, heavy = run(cmd, "--help", cwd=tmp_path)
@@ -88,7 +80,7 @@ def test_every_readme_command_prints_help(cmd, tmp_path):
     assert not made, f"--help wrote files: {made}"
 
 
-@pytest.mark.parametrize("cmd", [lean(c) for c in readme_commands()])
+@pytest.mark.parametrize("cmd", readme_commands())
 def test_help_is_fast_and_imports_no_model_code(cmd, tmp_path):
     rc, _, err, seconds, heavy = run(cmd, "--help", cwd=tmp_path)
     assert rc == 0, err[-2000:]
@@ -96,7 +88,7 @@ def test_help_is_fast_and_imports_no_model_code(cmd, tmp_path):
     assert seconds < SECONDS, f"{cmd} --help took {seconds:.1f} s"
 
 
-@pytest.mark.parametrize("cmd", [lean(c) for c in readme_commands() if c.startswith("python")])
+@pytest.mark.parametrize("cmd", [c for c in readme_commands() if c.startswith("python")])
 def test_a_mistyped_flag_is_exit_2_at_once(cmd, tmp_path):
     rc, out, err, seconds, heavy = run(cmd, "--no-such-flag", cwd=tmp_path)
     assert rc == 2, f"{cmd} --no-such-flag: exit {rc}\n{err[-2000:]}"
