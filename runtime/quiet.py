@@ -4,7 +4,9 @@ tqdm).
 
 Some libraries read their settings from the environment once, when they are imported, so a command
 enters `quiet()` right after parsing its arguments, before it imports them; the environment is
-inherited by the reader processes (`--workers`). On leaving, everything is as it was.
+inherited by the reader processes (`--workers`). On leaving, everything is as it was, except what a
+library first imported inside the block read from the environment then (the command's process ends
+there anyway).
 """
 
 from __future__ import annotations
