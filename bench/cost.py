@@ -35,6 +35,7 @@ from bench.ceilings import sync
 from bench.weights import backbone_shape, linear_flops_per_token, linear_kernels, weight_bytes
 from runtime.atomic import write_text
 from runtime.errors import InputError
+from runtime.model.hub import resolve_model
 from runtime.data.jsonl import read_jsonl
 from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Pair, Scorer
 
@@ -220,7 +221,7 @@ def capped_fit(scorer: Scorer, pairs: list[Pair], batches: list[int], output_all
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cost", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="checkpoint or bundle folder")
+    p.add_argument("--model", required=True, help="checkpoint or bundle folder, or a Hub model ORG/NAME[@REVISION]")
     p.add_argument("--pairs", required=True, help="pairs JSONL (id, image, caption), as for runtime.score")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-sizes", default="1,4,16")
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         base = proc_status("VmRSS")
         reset_peak(args.device)
         start = time.perf_counter()
-        scorer = Scorer.from_pretrained(args.model, device=args.device, engine=args.engine,
+        scorer = Scorer.from_pretrained(resolve_model(args.model), device=args.device, engine=args.engine,
                                         compile={"auto": None, "on": True, "off": False}[args.compile])
         sync(args.device)
         llm = scorer.llm

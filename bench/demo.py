@@ -11,11 +11,13 @@ from bench.eval.pairs import DEMO_SEED
 from runtime.demo import DEMO_MODEL
 from runtime.atomic import write_text
 from runtime.errors import InputError
+from runtime.model.hub import resolve_model
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint or bundle (default: the built-in demo model)")
+    p.add_argument("--model", default=str(DEMO_MODEL),
+                   help="checkpoint or bundle, or a Hub model ORG/NAME[@REVISION] (default: the built-in demo model)")
     p.add_argument("--pairs", type=int, default=500)
     p.add_argument("--seed", type=int, default=DEMO_SEED, help="demo-world seed (the demo model trained on 0)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -32,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.scorer import Scorer
 
     try:
-        r = evaluate(Scorer.from_pretrained(args.model, device=args.device), n=args.pairs, seed=args.seed,
-                     batch_size=args.batch_size, quiet=args.quiet)
+        r = evaluate(Scorer.from_pretrained(resolve_model(args.model), device=args.device), n=args.pairs,
+                     seed=args.seed, batch_size=args.batch_size, quiet=args.quiet)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from runtime.model.hub import resolve_model
+
 SIZES = {  # FixtureSpec overrides
     "tiny": {},
     "small": {"hidden": 768, "layers": 8, "heads": 12, "kv_heads": 4, "intermediate": 3072,
@@ -54,13 +56,14 @@ def measure(model: Path, dtype: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.load_memory", description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="checkpoint folder (default: write a random one of --size)")
+    p.add_argument("--model", help="checkpoint folder, or a Hub model ORG/NAME[@REVISION] "
+                                   "(default: write a random one of --size)")
     p.add_argument("--size", choices=SIZES, default="mid")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--shard-mb", type=int, default=0, help="shard size of the written checkpoint (0: one file)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else None
+        model = resolve_model(args.model) if args.model else None
         if model is None:
             from bench.synthetic.checkpoints import FixtureSpec, random_checkpoint
 

@@ -13,11 +13,13 @@ import sys
 import time
 
 from runtime.errors import InputError
+from runtime.model.hub import resolve_model
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="AITQE checkpoint folder (16-bit)")
+    p.add_argument("--model", required=True,
+                   help="AITQE checkpoint folder (16-bit), or a Hub model ORG/NAME[@REVISION]")
     p.add_argument("--output", required=True, help="calibration file to write (.safetensors)")
     p.add_argument("--pairs", help="pairs JSONL (id, image, caption); default: the demo world. Only its calibration "
                                    "pairs are used (calibration.split), never those bench evaluates on")
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         start = time.perf_counter()
+        args.model = str(resolve_model(args.model))
         scorer = Scorer.from_pretrained(args.model, device=args.device)
         pairs, source = calibration_pairs(args.pairs, args.samples, args.seed)
         cs = build(scorer, pairs, with_answers=args.with_answers, text_only=args.text_only,

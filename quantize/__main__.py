@@ -22,6 +22,7 @@ from quantize.backbone import CalibrationOptions, add_calibration_args
 from quantize.options import add_method_args, method_config
 from quantize.vision import VISION
 from runtime.errors import InputError
+from runtime.model.hub import resolve_model
 
 
 def vision_formats(text: str) -> tuple[str, ...]:
@@ -35,7 +36,8 @@ def vision_formats(text: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quantize", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="AITQE checkpoint folder (16-bit)")
+    p.add_argument("--model", required=True,
+                   help="AITQE checkpoint folder (16-bit), or a Hub model ORG/NAME[@REVISION]")
     p.add_argument("--output", required=True, help="bundle folder to write")
     p.add_argument("--vision", type=vision_formats, default=("torch",),
                    help="vision encoder format(s): torch (16-bit), onnx (fp32), onnx-fp16; the first is run by default")
@@ -47,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     from quantize.bundle import build_bundle, bundle_bytes  # after parsing: --help answers at once
 
     try:
-        manifest = build_bundle(args.model, args.method, method_config(args), args.output, vision=args.vision,
-                                calibration=CalibrationOptions.from_args(args), device=args.device, force=args.force)
+        manifest = build_bundle(resolve_model(args.model), args.method, method_config(args), args.output,
+                                vision=args.vision, calibration=CalibrationOptions.from_args(args),
+                                device=args.device, force=args.force)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from quantize.options import add_method_args, method_config
 
     p = argparse.ArgumentParser(prog="python -m quantize.backbone", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="AITQE checkpoint folder, or a Hub model ORG/NAME[@REVISION]")
     p.add_argument("--output", required=True)
     p.add_argument("--device", default="cpu")
     add_method_args(p)
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from runtime.atomic import atomic_folder  # after parsing: --help answers at once
     from runtime.model.checkpoint import fingerprint, load_checkpoint
+    from runtime.model.hub import resolve_model
     from runtime.model.locate import kind_of
 
     try:
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output)
         if kind_of(out) != "missing":
             raise InputError(f"{out} already exists; choose another --output")
+        args.model = str(resolve_model(args.model))
         ck = load_checkpoint(args.model)
         cal = (calibration_for(CalibrationOptions.from_args(args), ck, fingerprint(args.model))
                if method(args.method).calibrated else None)

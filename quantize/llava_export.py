@@ -2,8 +2,10 @@
 checkpoint or GPTQ bundle -> a standard LLaVA folder, or a checkpoint -> a GGUF export for llama.cpp.
 
 `--format gguf` is `quantize.gguf` (imported only then): a Qwen2 GGUF, a clip.cpp mmproj GGUF, the
-tokenizer and `aitqe_gguf.json`; `python -m runtime.score --model DIR` runs it on llama.cpp. It is
-made from a checkpoint folder (a bundle is refused: export the checkpoint it came from).
+tokenizer and `aitqe_gguf.json` (`--with-vision`: our own vision tower beside them, which
+`runtime.score --vision-backend` runs instead of clip.cpp); `python -m runtime.score --model DIR`
+runs it on llama.cpp. It is made from a checkpoint folder or a bf16/fp16 bundle (a quantized
+bundle is refused: export the checkpoint it came from).
 
 The folder loads with transformers' `LlavaForConditionalGeneration` and `AutoProcessor` (no custom
 code) and, being in the llava-hf layout, with vLLM and SGLang. Its processor's chat template and
@@ -227,14 +229,11 @@ def export(src: str | Path, out: str | Path, *, fmt: str = "llava-hf", force: bo
     return info
 
 
-def export_gguf_folder(src: str, out: str, type: str, force: bool, threads: int) -> int:
-    """`--format gguf`: quantize.gguf's export of a checkpoint folder, said in one line."""
+def export_gguf_folder(src: str, out: str, type: str, force: bool, threads: int, vision: tuple[str, ...]) -> int:
+    """`--format gguf`: quantize.gguf's export of a checkpoint folder or 16-bit bundle, said in one line."""
     from quantize.gguf import export_gguf
 
-    if locate(src).kind == "bundle":
-        raise InputError(f"--model {src}: a bundle; --format gguf is made from the checkpoint folder the bundle "
-                         "came from (llama.cpp's quantizer makes q8_0 and q4_k_m)")
-    done = export_gguf(src, out, type, force=force, threads=threads)
+    done = export_gguf(src, out, type, force=force, threads=threads, vision=vision)
     sizes = ", ".join(f"{done.manifest['files'][k]} {v / 2**20:.2f} MiB" for k, v in done.bytes.items())
     print(f"wrote {done.output}: {sizes}; {done.seconds:.1f}s")
     return 0

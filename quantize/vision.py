@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from runtime.atomic import atomic_folder
 from runtime.defaults import DTYPE_NAMES
 from runtime.errors import InputError
+from runtime.model.hub import resolve_model
 from runtime.model.locate import check_replaceable
 
 if TYPE_CHECKING:  # the model code is imported where it runs, after parsing: --help answers at once
@@ -73,7 +74,7 @@ def run_export(args: argparse.Namespace) -> int:
             enc, vcfg, spec = synthetic_tower(args.synthetic)
             entry = export_onnx(enc, vcfg, spec, tmp, dtype)
         else:
-            ck = load_checkpoint(args.model)
+            ck = load_checkpoint(resolve_model(args.model))
             enc, spec = ck.vision, ck.config.image
             entry = export_vision(ck, tmp, fmt, dtype)
     print(f"wrote {out}: vision encoder, {entry.format} {entry.dtype}, {time.perf_counter() - start:.1f}s, "
@@ -87,7 +88,7 @@ def run_export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quantize.vision", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="AITQE checkpoint folder")
+    src.add_argument("--model", help="AITQE checkpoint folder, or a Hub model ORG/NAME[@REVISION]")
     src.add_argument("--synthetic", help="a random-weight tower of a published shape: so400m")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="export format (default onnx)")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from runtime.defaults import DEFAULT_MAX_NEW_TOKENS, ENGINES
 from runtime.errors import InputError
 from runtime.launch.cli import add_arguments as add_dataset_arguments
+from runtime.model.hub import resolve_model
 from runtime.quiet import quiet
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def default_model() -> Path:
 def model_folder(args: argparse.Namespace) -> Path:
     from runtime.model.locate import SCORABLE, locate
 
-    return locate(args.model, accept=SCORABLE).root if args.model else default_model()
+    return locate(resolve_model(args.model, quiet=args.quiet), accept=SCORABLE).root if args.model else default_model()
 
 
 def load_scorer(args: argparse.Namespace) -> Scorer:
@@ -89,8 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", help="pairs JSONL/CSV with id, image, caption (batch mode), or shards: a folder, "
                                    "a brace pattern, a .tar or a .parquet")
     p.add_argument("--output", help="verdicts JSONL to write or resume (batch mode); a folder for shards")
-    p.add_argument("--model", help="AITQE checkpoint folder, bundle, or GGUF export (llama.cpp runs it) "
-                                   "(default: the built-in demo model)")
+    p.add_argument("--model", help="AITQE checkpoint folder, bundle, or GGUF export (llama.cpp runs it), or a "
+                                   "Hugging Face Hub model ORG/NAME[@REVISION] (fetched into its cache; HF_HOME, "
+                                   "HF_HUB_OFFLINE) (default: the built-in demo model)")
     p.add_argument("--output-all", action="store_true", help="generate all sub-scores, not just up to the overall score")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--batch-size", type=int, default=8,
@@ -106,7 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="default: bf16 on cuda, fp32 on cpu")
     p.add_argument("--vision-backend", choices=["torch", "onnx"], default=None,
-                   help="run the vision encoder with PyTorch or onnxruntime (default: as the bundle's manifest says)")
+                   help="run the vision encoder with PyTorch or onnxruntime (default: as the bundle's manifest says; "
+                        "a GGUF export: clip.cpp, or with this its own tower from --with-vision)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the tokenizer's own Python code to run (off by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no library warnings: stderr holds "
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         from runtime.launch.cli import refuse_dataset_flags, run_dataset
 
         if args.input and is_shard_input(args.input):
-            return run_dataset(args, Path(args.model) if args.model else default_model())
+            return run_dataset(args, resolve_model(args.model, quiet=args.quiet) if args.model else default_model())
         refuse_dataset_flags(args)
         return score_pairs_file(args) if args.input else run_single(load_scorer(args), args)
     except InputError as e:

@@ -104,26 +104,27 @@ class Scorer:
                         engine: str = "fast", slots: int = 8, compile: bool | None = None,
                         threads: int | None = None, gpu_layers: int = 0) -> "Scorer":
         """Load an AITQE checkpoint folder or an aitqe-edge bundle (its manifest decides how), or a
-        GGUF export, which llama.cpp runs (`runtime.gguf_scorer`: `threads`, `gpu_layers`; the torch
-        options do not apply to it).
+        GGUF export, which llama.cpp runs (`runtime.gguf_scorer`: `threads`, `gpu_layers`, `slots`).
 
         dtype (bf16 | fp16 | fp32; default bf16 on CUDA, fp32 on CPU) applies to the 16-bit parts;
         a quantized backbone keeps its method's own storage and compute types.
-        vision_backend (torch | onnx) overrides the bundle manifest's choice of vision encoder.
+        vision_backend (torch | onnx) overrides the bundle manifest's choice of vision encoder (a GGUF
+        export: runs its own tower, on device in dtype, instead of clip.cpp).
         engine: fast (static KV cache, continuous batching over `slots` rows; `compile` its decode
         step, by default on CUDA for a dense backbone), reference (transformers' generate, static
         batches of `slots`), or any other engine registered in runtime.engine.
         """
-        if kind_of(path) == "gguf":
-            from runtime.gguf_scorer import GgufScorer
-
-            return GgufScorer.load(path, threads=threads, gpu_layers=gpu_layers, trust_remote_code=trust_remote_code)
         device = device or default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
         dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        if kind_of(path) == "gguf":
+            from runtime.gguf_scorer import GgufScorer
+
+            return GgufScorer.load(path, threads=threads, gpu_layers=gpu_layers, trust_remote_code=trust_remote_code,
+                                   vision_backend=vision_backend, device=device, dtype=DTYPES[dtype], slots=slots)
         if kind_of(path) == "bundle":
             b = load_bundle(path, device=device, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                             vision_backend=vision_backend)

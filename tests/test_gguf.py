@@ -18,10 +18,12 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
+from quantize.bundle import build_bundle  # noqa: E402
 from quantize.export import main as export_main  # noqa: E402
 from quantize.gguf import export_gguf  # noqa: E402
 from runtime.demo import DEMO_MODEL  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
+from runtime.formats import method  # noqa: E402
 from runtime.model.checkpoint import fingerprint, load_tokenizer  # noqa: E402
 from runtime.prompt import prompt_ids  # noqa: E402
 
@@ -185,14 +187,48 @@ def test_qwen2_split_rule_is_recognised_as_qwen2s_own_tokenizer_json_writes_it()
     assert not is_qwen2_split(None)
 
 
-def test_export_command_refuses_a_bundle_and_gguf_options_without_gguf(tmp_path, capsys):
+def test_export_command_refuses_a_quantized_bundle_and_gguf_options_without_gguf(tmp_path, capsys):
     bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    (bundle / "manifest.json").write_text("{}")  # a bundle's marker: refused before it is read
+    build_bundle(GOLDEN, "bf16", method("bf16").config(), bundle)
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["backbone"]["method"] = "gptq-int4"  # what a quantized bundle says: refused before its files are read
+    (bundle / "manifest.json").write_text(json.dumps(m))
     assert export_main(["--format", "gguf", "--model", str(bundle), "--output", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --model") and "checkpoint folder the bundle came from" in err and err.count("\n") == 1
+    assert "gptq-int4 bundle holds a quantized language model" in err
     with pytest.raises(SystemExit):
         export_main(["--model", str(GOLDEN), "--output", str(tmp_path / "o"), "--type", "q8_0"])
     assert "--type and --threads are for --format gguf" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        export_main(["--model", str(GOLDEN), "--output", str(tmp_path / "o"), "--with-vision", "onnx"])
+    assert "--with-vision is for --format gguf" in capsys.readouterr().err
+    with pytest.raises(InputError, match="--with-vision clip: unknown"):
+        export_gguf(GOLDEN, tmp_path / "o", "f16", vision=("clip",))
     assert not (tmp_path / "o").exists()
+
+
+def _tensors(path: Path) -> dict[str, tuple[str, bytes]]:
+    return {t.name: (t.tensor_type.name, np.asarray(t.data).tobytes()) for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.mark.parametrize("type", ["f16", "f32"])
+def test_a_bf16_bundle_gives_its_checkpoints_gguf_tensor_for_tensor(demo_f16, tmp_path, type):
+    bundle = tmp_path / "bundle"
+    build_bundle(DEMO_MODEL, "bf16", method("bf16").config(), bundle, vision=("onnx", "torch"))
+    ours = export_gguf(bundle, tmp_path / "from-bundle", type)
+    theirs = demo_f16 if type == "f16" else export_gguf(DEMO_MODEL, tmp_path / "from-checkpoint", type)
+    for part in ("language_model", "mmproj"):
+        a, b = (e.output / e.manifest["files"][part] for e in (ours, theirs))
+        assert _tensors(a) == _tensors(b), part
+        (meta_a, _), (meta_b, _) = fields(a), fields(b)
+        # a bundle keeps no bos_token_id (unused: add_bos_token is false), and its own name
+        assert {k for k in meta_a.keys() | meta_b.keys() if meta_a.get(k) != meta_b.get(k)} <= \
+            {"general.name", "tokenizer.ggml.bos_token_id"}
+    src = ours.manifest["source"]
+    assert (src["bundle"], src["checkpoint_fingerprint"]) == ("bf16", fingerprint(DEMO_MODEL))
+    assert _but_source(ours.manifest) == _but_source(theirs.manifest)
+
+
+def _but_source(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k not in ("source", "files")}  # files: named after the source

@@ -13,41 +13,35 @@ default for an F32 model, else F16), flash_attn (off by default: llama.cpp's CPU
 rounds the queries to F16, which flipped 6 of the 35 golden cases' near-tied greedy picks),
 cpu_repack (llama.cpp's repacked CPU weight layouts, AMX among them: faster for quantized models, off
 by default because a CPU that advertises AMX without the kernel granting it dies with SIGILL).
-`branch` evaluates another token in place of a chosen one on a second sequence sharing the KV
+`branch` evaluates another token in place of a chosen one on a spare sequence sharing the KV
 cache, during `generate` or after it (`branch_logits`, while the row's cache is still there): what
 the probability-weighted score needs for its "1" branch (runtime.scores). `probs` keeps, per step,
 only the full-softmax probabilities of a few ids (what an observer reads), not the whole logits.
+`set_lanes(n)` remakes the context with n parallel sequences (n x n_ctx KV cells, one spare
+sequence for branches) for `generate_many`, which decodes n rows together (`runtime.engine.llama_lanes`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
-import time
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from runtime.engine.llama_lanes import Generation, Request, run, softmax_at
+from runtime.engine.llama_lib import llama_cpp_module
 from runtime.errors import InputError
 from runtime.model.locate import GGUF_INFO as MANIFEST
 
+__all__ = ["Generation", "LlamaCppModel", "Request", "llama_cpp_module", "softmax_at"]
+
 FORMAT, VERSION = "aitqe-gguf", 1
+MAX_LANES = 64  # rows decoded together at most (llama.cpp allows 256 sequences)
 MAX_CTX = 4096  # default context: the model's trained one, at most this (AITQE needs ~729 + 100 + 384)
-INSTALL = "pip install 'aitqe-edge[llama]' (builds llama.cpp from source, about 10 CPU-minutes)"
-
-
-def llama_cpp_module(verbose: bool = False):
-    """The `llama_cpp` package with its logging quieted, or a one-line InputError saying how to install it."""
-    try:
-        import llama_cpp
-        import llama_cpp._logger as logger
-    except ImportError:
-        raise InputError(f"llama-cpp-python is not installed; {INSTALL}") from None
-    logger.set_verbose(verbose)
-    return llama_cpp
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -67,17 +61,6 @@ def read_manifest(folder: str | Path) -> dict:
     return m
 
 
-@dataclass
-class Generation:
-    ids: list[int]  # new ids, up to and including the one that ended it
-    logits: np.ndarray | None  # [len(ids), V] float32: row k chose ids[k] (when asked for)
-    branches: dict[int, np.ndarray] = field(default_factory=dict)  # k -> logits after the branch token at k
-    probs: np.ndarray | None = None  # [len(ids), len(probs ids)] float64: full-softmax probabilities (when asked)
-    length: int = 0  # prompt positions (image + prompt ids): new token k sits at position length + k
-    prefill_seconds: float = 0.0
-    seconds: float = 0.0
-
-
 class LlamaCppModel:
     """A GGUF language model (and optionally its mmproj) loaded with llama-cpp-python."""
 
@@ -92,21 +75,14 @@ class LlamaCppModel:
         mp.n_gpu_layers, mp.use_extra_bufts = n_gpu_layers, cpu_repack
         self._model = self._own(lib.llama_model_load_from_file(str(model_path).encode(), mp), lib.llama_model_free,
                                 f"{model_path}: llama.cpp cannot load this GGUF; export it again")
-        n_ctx = n_ctx or min(MAX_CTX, lib.llama_model_n_ctx_train(self._model))
-        cp = lib.llama_context_default_params()
-        cp.n_ctx, cp.n_seq_max, cp.kv_unified, cp.no_perf = n_ctx, 2, True, True
-        cp.n_batch = cp.n_ubatch = min(n_ctx, 512)
-        if n_threads:
-            cp.n_threads = cp.n_threads_batch = n_threads
-        if kv_f32 if kv_f32 is not None else lib.llama_model_ftype(self._model) == lib.LLAMA_FTYPE_ALL_F32:
-            cp.type_k = cp.type_v = lib.GGML_TYPE_F32
-        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        self._ctx = self._own(lib.llama_init_from_model(self._model, cp), lib.llama_free,
-                              f"llama.cpp cannot make a context of {n_ctx} positions; lower n_ctx")
-        self.n_ctx, self.n_batch = n_ctx, cp.n_batch
+        self.n_ctx = n_ctx or min(MAX_CTX, lib.llama_model_n_ctx_train(self._model))  # positions per row
+        self._threads = n_threads
+        self._kv_f32 = kv_f32 if kv_f32 is not None else lib.llama_model_ftype(self._model) == lib.LLAMA_FTYPE_ALL_F32
+        self._flash = flash_attn
+        self._ctx, self.lanes = None, 0
+        self.set_lanes(1)
         self.n_embd = lib.llama_model_n_embd(self._model)
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self._model))
-        self._memory = lib.llama_get_memory(self._ctx)
         self._mtmd = None
         if mmproj_path is not None:
             from llama_cpp import mtmd_cpp
@@ -129,11 +105,42 @@ class LlamaCppModel:
         self._frees.append((free, handle))
         return handle
 
+    def set_lanes(self, lanes: int) -> None:
+        """Make the context hold `lanes` rows at once (n_ctx positions each) and a spare sequence for
+        branches; the rows decoded so far are dropped."""
+        lanes = max(1, min(lanes, MAX_LANES))
+        if lanes == self.lanes:
+            return
+        lib = self.lib
+        cp = lib.llama_context_default_params()
+        cp.n_ctx, cp.n_seq_max, cp.kv_unified, cp.no_perf = lanes * self.n_ctx, lanes + 1, True, True
+        cp.n_batch = cp.n_ubatch = min(self.n_ctx, 512)
+        if self._threads:
+            cp.n_threads = cp.n_threads_batch = self._threads
+        if self._kv_f32:
+            cp.type_k = cp.type_v = lib.GGML_TYPE_F32
+        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if self._flash else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx = lib.llama_init_from_model(self._model, cp)
+        if not ctx:
+            if self._ctx is None:
+                self.close()
+            raise InputError(f"llama.cpp cannot make a context of {lanes} x {self.n_ctx} positions; "
+                             "lower n_ctx or the batch size")
+        if self._ctx is None:
+            self._frees.append((lib.llama_free, ctx))
+        else:  # in the old one's place: freed before the model (and after the mtmd context)
+            index = self._frees.index((lib.llama_free, self._ctx))
+            lib.llama_free(self._ctx)
+            self._frees[index] = (lib.llama_free, ctx)
+        self._ctx, self.lanes, self.n_batch = ctx, lanes, cp.n_batch
+        self._memory = lib.llama_get_memory(ctx)
+
     @classmethod
-    def from_export(cls, folder: str | Path, **options) -> "LlamaCppModel":
-        """Load a GGUF export folder (`quantize.gguf`) (language model and mmproj)."""
+    def from_export(cls, folder: str | Path, *, mmproj: bool = True, **options) -> "LlamaCppModel":
+        """Load a GGUF export folder (`quantize.gguf`): its language model, and its mmproj unless not `mmproj`."""
         m = read_manifest(folder)
-        return cls(Path(folder) / m["files"]["language_model"], Path(folder) / m["files"]["mmproj"], **options)
+        return cls(Path(folder) / m["files"]["language_model"],
+                   Path(folder) / m["files"]["mmproj"] if mmproj else None, **options)
 
     # ------------------------------------------------------------------ the image
 
@@ -193,6 +200,44 @@ class LlamaCppModel:
             return None
         return np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, -1), shape=(self.n_vocab,)).copy()
 
+    def step(self, entries: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """One `llama_decode` of one token per (seq, position, token): the logits [len(entries), V]."""
+        lib = self.lib
+        batch = lib.llama_batch_init(len(entries), 0, 1)
+        try:
+            for i, (seq, pos, token) in enumerate(entries):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, 1
+                batch.seq_id[i][0] = seq
+            batch.n_tokens = len(entries)
+            if lib.llama_decode(self._ctx, batch) != 0:
+                raise RuntimeError(f"llama_decode failed on a step of {len(entries)} rows")
+        finally:
+            lib.llama_batch_free(batch)
+        return np.ctypeslib.as_array(lib.llama_get_logits(self._ctx), shape=(len(entries), self.n_vocab)).copy()
+
+    def check(self, embeds: np.ndarray, n_ids: int, max_new_tokens: int) -> int:
+        """A row's prompt positions (image + prompt ids), or ValueError / InputError when it cannot run."""
+        if embeds.ndim != 2 or embeds.shape[1] != self.n_embd:
+            raise ValueError(f"image embeddings must be [T, {self.n_embd}], got {embeds.shape}")
+        length = embeds.shape[0] + n_ids
+        if length + max_new_tokens > self.n_ctx:
+            raise InputError(f"{length} prompt positions + {max_new_tokens} new tokens exceed the context of "
+                             f"{self.n_ctx}; load the model with a larger n_ctx")
+        return length
+
+    def prefill(self, seq: int, embeds: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        """Feed a row's image embeddings, then its prompt ids, to sequence `seq`: the logits [V] after them."""
+        row = self._decode(0, seq, embeddings=embeds, logits=not ids)
+        return self._decode(embeds.shape[0], seq, tokens=list(ids), logits=True) if ids else row
+
+    def clear(self) -> None:
+        """Drop every sequence's KV cache."""
+        self.lib.llama_memory_clear(self._memory, True)
+
+    def forget(self, seq: int) -> None:
+        """Drop sequence `seq`'s KV cache (its lane is free for another row)."""
+        self.lib.llama_memory_seq_rm(self._memory, seq, -1, -1)
+
     def generate(self, image: np.ndarray, prompt_ids: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int],
                  *, stop: Callable[[list[int]], bool] | None = None, logits: bool = False,
                  branch: Callable[[list[int]], int | None] | None = None,
@@ -202,50 +247,23 @@ class LlamaCppModel:
         true, or after `max_new_tokens`. `logits`: keep each step's logits. `branch(ids)`, asked after
         each chosen id, may name another token to evaluate in its place (logits in `branches`). `probs`:
         ids whose full-softmax probabilities to keep at each step (`Generation.probs`)."""
-        start = time.perf_counter()
-        embeds = np.asarray(image)
-        if embeds.dtype == np.uint8:
-            embeds = self.image_embeddings(embeds)
-        if embeds.ndim != 2 or embeds.shape[1] != self.n_embd:
-            raise ValueError(f"image embeddings must be [T, {self.n_embd}], got {embeds.shape}")
-        length = embeds.shape[0] + len(prompt_ids)
-        if length + max_new_tokens > self.n_ctx:
-            raise InputError(f"{length} prompt positions + {max_new_tokens} new tokens exceed the context of "
-                             f"{self.n_ctx}; load the model with a larger n_ctx")
-        self.lib.llama_memory_clear(self._memory, True)
-        row = self._decode(0, 0, embeddings=embeds, logits=not prompt_ids)
-        if prompt_ids:
-            row = self._decode(embeds.shape[0], 0, tokens=list(prompt_ids), logits=True)
-        prefill = time.perf_counter() - start
-        out, rows, kept, eos = Generation([], None, length=length), [], [], set(eos_ids)
-        for k in range(max_new_tokens):
-            token = int(np.argmax(row))  # the first maximum, as torch.argmax
-            out.ids.append(token)
-            if logits:
-                rows.append(row)
-            if probs is not None:
-                kept.append(softmax_at(row, probs))
-            other = branch(out.ids) if branch else None
-            if other is not None:
-                out.branches[k] = self.branch_logits(length + k, other)
-            if token in eos or (stop and stop(out.ids)) or k + 1 == max_new_tokens:
-                break
-            row = self._decode(length + k, 0, tokens=[token], logits=True)
-        if logits:
-            out.logits = np.stack(rows) if rows else np.zeros((0, self.n_vocab), np.float32)
-        if probs is not None:
-            out.probs = np.asarray(kept, np.float64).reshape(len(kept), len(probs))
-        out.prefill_seconds, out.seconds = prefill, time.perf_counter() - start
-        return out
+        request = Request(image, prompt_ids, max_new_tokens, eos_ids, stop, logits, branch, probs)
+        return next(run(self, [(None, request)]))[1]
 
-    def branch_logits(self, position: int, token: int) -> np.ndarray:
-        """The logits [V] after `token` fed at `position` on a copy of the last row's cache before it
+    def generate_many(self, requests: Iterable[tuple[Any, Request]]) -> Iterator[tuple[Any, Generation]]:
+        """Each (key, request) greedy-decoded, `lanes` rows together: (key, Generation) as each ends; a
+        row's KV cache stays until the next is taken (`branch_logits` with its `seq`)."""
+        return run(self, requests)
+
+    def branch_logits(self, position: int, token: int, seq: int = 0) -> np.ndarray:
+        """The logits [V] after `token` fed at `position` on a copy of sequence `seq`'s cache before it
         (positions < position): during `generate` or after it, until the next row."""
-        self.lib.llama_memory_seq_cp(self._memory, 0, 1, -1, position)
+        spare = self.lanes
+        self.lib.llama_memory_seq_cp(self._memory, seq, spare, -1, position)
         try:
-            return self._decode(position, 1, tokens=[token], logits=True)
+            return self._decode(position, spare, tokens=[token], logits=True)
         finally:
-            self.lib.llama_memory_seq_rm(self._memory, 1, -1, -1)
+            self.lib.llama_memory_seq_rm(self._memory, spare, -1, -1)
 
     def close(self) -> None:
         """Free llama.cpp's model, context and mtmd context (also done when the object is collected)."""
@@ -256,13 +274,6 @@ class LlamaCppModel:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def softmax_at(logits: np.ndarray, ids: Sequence[int]) -> list[float]:
-    """The full softmax's probabilities of `ids` (computed in float64)."""
-    z = logits.astype(np.float64)
-    e = np.exp(z - z.max())
-    return (e[list(ids)] / e.sum()).tolist()
 
 
 def _release(frees: list[tuple[Callable, object]]) -> None:

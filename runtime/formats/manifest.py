@@ -184,10 +184,18 @@ def required_files(manifest: Manifest) -> list[str]:
     return need
 
 
+def link_targets(root: Path) -> tuple[Path, ...]:
+    """Where the links of a bundle may lead: inside it; and for a snapshot in the Hugging Face cache
+    (`models--ORG--NAME/snapshots/COMMIT`, runtime.model.hub) into its repo's `blobs`, which holds the files."""
+    top = root.resolve()
+    blobs = top.parent.parent / "blobs"
+    return (top, blobs) if top.parent.name == "snapshots" and blobs.is_dir() else (top,)
+
+
 def bundle_files(root: Path) -> dict[str, Path]:
     """Every file under root (relative posix path -> path), refusing anything but regular files
-    and folders, and links that lead outside the bundle. Links are not followed into folders."""
-    top = root.resolve()
+    and folders, and links that lead elsewhere than `link_targets`. Links are not followed into folders."""
+    allowed = link_targets(root)
     found = {}
     for folder, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
@@ -195,7 +203,7 @@ def bundle_files(root: Path) -> dict[str, Path]:
             rel = path.relative_to(root).as_posix()
             if path.is_symlink():
                 target = path.resolve()
-                if not target.is_relative_to(top):
+                if not any(target.is_relative_to(t) for t in allowed):
                     raise InputError(f"bundle {show(root)}: {show(rel)} is a link to {show(target)}, outside the "
                                      f"bundle; {RECREATE}")
             mode = path.stat().st_mode if path.exists() else 0
