@@ -13,6 +13,7 @@ import json
 import sys
 import time
 
+from calibration.split import demo_id
 from runtime.demo import DEMO_MODEL
 from runtime.demo.world import IMAGE_SIZE, make_example
 from runtime.defaults import ENGINES, default_device
@@ -40,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     args = p.parse_args(argv)
     args.device = args.device or default_device()
-    from calibration.split import demo_id
-    from runtime.scorer import Pair, Scorer
+    from runtime.scorer import Pair, Scorer  # after parsing: --help answers at once
 
     scorer = Scorer.from_pretrained(args.model, device=args.device, engine=args.engine, slots=args.batch_size)
 

@@ -17,23 +17,25 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtime.data.formats import pairs_format
+from runtime.data.jsonl_output import JsonlOutput
+from runtime.data.records import is_shard_input
+from runtime.data.run import run_batch
 from runtime.defaults import DEFAULT_MAX_NEW_TOKENS, ENGINES
-from runtime.errors import InputError
-from runtime.launch.cli import add_arguments as add_dataset_arguments
+from runtime.demo import DEMO_MODEL
 from runtime.model.hub import resolve_model
+from runtime.model.locate import SCORABLE, kind_of, locate
+from runtime.errors import InputError
+from runtime.files import check_regular
+from runtime.launch.cli import add_arguments as add_dataset_arguments, options, refuse_dataset_flags, run_dataset
+from runtime.launch.model import spec_of
 from runtime.quiet import quiet
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the model code loads when a scorer is built, after parsing: --help answers at once
     from runtime.scorer import Scorer
-
-# Arguments are parsed before the model code (torch, transformers) is imported: each function below
-# imports what it runs, so `--help` and a mistyped flag answer at once.
 
 
 def default_model() -> Path:
-    from runtime.demo import DEMO_MODEL
-    from runtime.model.locate import kind_of
-
     if kind_of(DEMO_MODEL) != "checkpoint":
         raise InputError(f"no --model given and the built-in demo model is missing ({DEMO_MODEL}); "
                          "reinstall, or pass --model with an AITQE checkpoint folder")
@@ -41,14 +43,10 @@ def default_model() -> Path:
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    from runtime.model.locate import SCORABLE, locate
-
     return locate(resolve_model(args.model, quiet=args.quiet), accept=SCORABLE).root if args.model else default_model()
 
 
 def load_scorer(args: argparse.Namespace) -> Scorer:
-    from runtime.launch.model import spec_of
-
     scorer = spec_of(args, model_folder(args), batch=args.input is not None).load()
     if args.debug:
         print(f"debug: {scorer.model_id}: {scorer.engine} engine, greedy decoding; end of generation: token ids "
@@ -58,12 +56,6 @@ def load_scorer(args: argparse.Namespace) -> Scorer:
 
 def score_pairs_file(args: argparse.Namespace) -> int:
     """Batch mode on a pairs file (JSONL or CSV): verdicts JSONL, resumable by line."""
-    from runtime.data.formats import pairs_format
-    from runtime.data.jsonl_output import JsonlOutput
-    from runtime.data.run import run_batch
-    from runtime.files import check_regular
-    from runtime.launch.cli import options
-
     path = Path(args.input)
     if not path.exists():
         raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL/CSV file or a folder of shards")
@@ -145,9 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """The parsed command, its exit code; every failure one line on stderr."""
     try:
-        from runtime.data.records import is_shard_input
-        from runtime.launch.cli import refuse_dataset_flags, run_dataset
-
         if args.input and is_shard_input(args.input):
             return run_dataset(args, resolve_model(args.model, quiet=args.quiet) if args.model else default_model())
         refuse_dataset_flags(args)
