@@ -42,8 +42,25 @@ def default_model() -> Path:
     return DEMO_MODEL
 
 
+DEMO = "demo"  # `--model demo`: the built-in demo model, asked for by name
+NO_MODEL = ("no --model: the built-in demo model knows only its world of shapes, and its verdicts on other data "
+            "mean nothing; pass --model ORG/NAME or a checkpoint folder, or --model demo to try the built-in "
+            "demo model on this data")
+
+
 def model_folder(args: argparse.Namespace) -> Path:
-    return locate(resolve_model(args.model, quiet=args.quiet), accept=SCORABLE).root if args.model else default_model()
+    """The model's folder: `--model demo` or, in single-pair mode only, no --model is the demo model."""
+    if args.model == DEMO:
+        return default_model()
+    if args.model:
+        return locate(resolve_model(args.model, quiet=args.quiet), accept=SCORABLE).root
+    if args.input is not None:
+        raise InputError(NO_MODEL)
+    return default_model()
+
+
+def is_demo(model: Path) -> bool:
+    return model.resolve() == DEMO_MODEL.resolve()
 
 
 def load_scorer(args: argparse.Namespace) -> Scorer:
@@ -60,8 +77,7 @@ def score_pairs_file(args: argparse.Namespace) -> int:
     if not path.exists():
         raise InputError(f"--input {args.input}: no such file; pass a pairs JSONL/CSV file or a folder of shards")
     check_regular(path, f"--input {args.input}")
-    model_folder(args)
-    opts = options(args)
+    opts = options(args, is_demo(model_folder(args)))
     shard = pairs_format(path).shard(path)
     return run_batch(lambda: load_scorer(args), [shard], JsonlOutput(opts.output, opts), opts)
 
@@ -84,7 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", help="verdicts JSONL to write or resume (batch mode); a folder for shards")
     p.add_argument("--model", help="AITQE checkpoint folder, bundle, or GGUF export (llama.cpp runs it), or a "
                                    "Hugging Face Hub model ORG/NAME[@REVISION] (fetched into its cache; HF_HOME, "
-                                   "HF_HUB_OFFLINE) (default: the built-in demo model)")
+                                   "HF_HUB_OFFLINE); demo: the built-in demo model (the default for a single pair; "
+                                   "batch modes need --model)")
     p.add_argument("--output-all", action="store_true", help="generate all sub-scores, not just up to the overall score")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--batch-size", type=int, default=8,
@@ -138,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     """The parsed command, its exit code; every failure one line on stderr."""
     try:
         if args.input and is_shard_input(args.input):
-            return run_dataset(args, resolve_model(args.model, quiet=args.quiet) if args.model else default_model())
+            model = model_folder(args)
+            return run_dataset(args, model, is_demo(model))
         refuse_dataset_flags(args)
         return score_pairs_file(args) if args.input else run_single(load_scorer(args), args)
     except InputError as e:

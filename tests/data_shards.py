@@ -10,12 +10,13 @@ FAST = ["--device", "cpu", "--quiet", "--batch-size", "4"]
 
 
 def run(capsys, *argv) -> tuple[int, str]:
-    """`python -m runtime.score` in-process on the demo model's fast settings: exit code and stderr."""
+    """`python -m runtime.score` in-process on the demo model (`--model demo` unless argv names another)
+    with fast settings: exit code and stderr."""
     from runtime.score import main
 
     capsys.readouterr()
     try:
-        rc = main([*map(str, argv), *FAST])
+        rc = main(["--model", "demo", *map(str, argv), *FAST])
     except SystemExit as e:
         rc = e.code
     return rc, capsys.readouterr().err

@@ -23,7 +23,7 @@ SHARDS, PAIRS = 6, 8
 
 
 def command(folder: Path, out: Path, enhanced: Path) -> list[str]:
-    return [sys.executable, "-m", "runtime.score", "--input", str(folder), "--output", str(out),
+    return [sys.executable, "-m", "runtime.score", "--model", "demo", "--input", str(folder), "--output", str(out),
             "--enhance-below", "6", "--enhanced-output", str(enhanced), "--device", "cpu", "--quiet",
             "--batch-size", "4"]
 

@@ -22,7 +22,7 @@ def test_ray_actors_give_the_same_rows_as_one_process(tmp_path):
     folder = tmp_path / "in"
     for s in range(4):
         write_webdataset(folder, s, pairs(s, 6))
-    common = ["--device", "cpu", "--quiet", "--batch-size", "4", "--enhance-below", "6", "--input", str(folder)]
+    common = ["--model", "demo", "--device", "cpu", "--quiet", "--batch-size", "4", "--enhance-below", "6", "--input", str(folder)]
     assert main([*common, "--output", str(tmp_path / "one"), "--enhanced-output", str(tmp_path / "one-enh")]) == 0
     try:
         assert main([*common, "--output", str(tmp_path / "ray"), "--enhanced-output", str(tmp_path / "ray-enh"),

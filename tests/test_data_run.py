@@ -53,10 +53,11 @@ def damaged_wds(tmp_path_factory):
 def wds_run(damaged_wds, tmp_path_factory, demo_scorer):
     folder, data, broken = damaged_wds
     out, enhanced = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("enhanced")
-    rc = main([f"--input={folder}", f"--output={out}", f"--enhance-below={THRESHOLD}", f"--enhanced-output={enhanced}",
-               f"--keep-above={THRESHOLD}", *FAST])
+    keep = tmp_path_factory.mktemp("keep") / f"keep_overall_ge_{THRESHOLD}.npy"
+    rc = main(["--model=demo", f"--input={folder}", f"--output={out}", f"--enhance-below={THRESHOLD}",
+               f"--enhanced-output={enhanced}", f"--keep-min-overall={THRESHOLD}", f"--keep-list={keep}", *FAST])
     assert rc == 0
-    return out, enhanced
+    return out, enhanced, keep
 
 
 def test_every_key_one_row_and_good_pairs_scored_as_the_scorer_does(damaged_wds, wds_run, demo_scorer):
@@ -86,32 +87,33 @@ def test_enhanced_webdataset_opens_with_webdataset(damaged_wds, wds_run):
     verdict = {r["key"]: r for rows in rows_of(wds_run[0]).values() for r in rows}
     original = {p["key"]: p["caption"] for rows in data.values() for p in rows}
     samples = [s for name in ("00000.tar", "00001.tar")
-               for s in wds.WebDataset(str(wds_run[1] / name), shardshuffle=False)]
-    # every key the tars still hold is copied as it is, damage included; the truncated tail of shard 1 is not
-    assert [s["__key__"] for s in samples] == [k for k in original if k not in list(broken)[3:]]
+               for s in wds.WebDataset(str(wds_run[1] / name), shardshuffle=False).decode("pil")]
+    # the pairs that failed are left out (the default), every other key is copied, in order
+    assert [s["__key__"] for s in samples] == [k for k in original if k not in broken]
     replaced = 0
     for s in samples:
-        key, meta = s["__key__"], json.loads(s["json"])
+        key, meta = s["__key__"], s["json"]
         v = verdict[key]
         low = v["error"] is None and v["overall"] < THRESHOLD
-        if "txt" in s:
-            assert s["txt"].decode() == (v["recaption"] if low else original[key])
-            assert meta["original_caption"] == original[key] and meta["aitqe_overall"] == v["overall"]
+        assert s["txt"] == meta["caption"] == (v["recaption"] if low else original[key]) and s["jpg"].size
+        assert meta["original_caption"] == original[key] and meta["aitqe_overall"] == v["overall"]
+        assert (v["replaced"], v["dropped"]) == (low, False)
         replaced += low
     assert 0 < replaced < len(samples)
+    assert all(verdict[k]["dropped"] and not verdict[k]["replaced"] for k in broken if k in verdict)
 
 
 def test_keep_list_is_datacomp_uids(damaged_wds, wds_run):
     rows = [r for rows in rows_of(wds_run[0]).values() for r in rows]
     kept = sorted(r["uid"] for r in rows if r["error"] is None and r["overall"] >= THRESHOLD)
-    got = np.load(wds_run[0] / f"keep_overall_ge_{THRESHOLD}.npy")
+    got = np.load(wds_run[2])
     assert got.dtype == np.dtype("u8,u8") and 0 < len(got) < len(rows)
     assert sorted(f"{int(a):016x}{int(b):016x}" for a, b in got.tolist()) == kept
 
 
 def test_rerun_skips_done_shards_and_redoes_a_missing_one(damaged_wds, wds_run, capsys):
     folder = damaged_wds[0]
-    out, enhanced = wds_run
+    out, enhanced, _ = wds_run
     before = {p.name: p.read_bytes() for p in [*out.iterdir(), *enhanced.iterdir()]}
     args = (f"--input={folder}", f"--output={out}", f"--enhance-below={THRESHOLD}", f"--enhanced-output={enhanced}")
     rc, err = run(capsys, *args)
@@ -141,10 +143,11 @@ def test_verdicts_of_another_model_are_not_taken_as_done(damaged_wds, wds_run, t
 
 def test_shard_index_split_gives_the_same_rows(damaged_wds, wds_run, tmp_path, capsys):
     for i in range(2):
-        rc, err = run(capsys, f"--input={damaged_wds[0]}", f"--output={tmp_path}", f"--shard-index={i}", "--num-shards=2",
-                      f"--workers={i}")  # index 1: a reader worker decodes ahead
+        rc, err = run(capsys, f"--input={damaged_wds[0]}", f"--output={tmp_path / 'v'}", f"--shard-index={i}",
+                      "--num-shards=2", f"--workers={i}",  # index 1: a reader worker decodes ahead
+                      f"--enhance-below={THRESHOLD}", f"--enhanced-output={tmp_path / 'e'}")
         assert rc == 0
-    assert rows_of(tmp_path) == rows_of(wds_run[0])
+    assert rows_of(tmp_path / "v") == rows_of(wds_run[0])
 
 
 def test_parquet_shard_scored_and_enhanced(tmp_path, capsys):
@@ -156,7 +159,7 @@ def test_parquet_shard_scored_and_enhanced(tmp_path, capsys):
     caps[7] = None
     pq.write_table(table.set_column(3, "txt", [caps]), path, row_group_size=5)
     rc, err = run(capsys, f"--input={path}", f"--output={tmp_path / 'out'}", "--enhance-below=6",
-                  f"--enhanced-output={tmp_path / 'enh'}", "--keep-above=9")
+                  f"--enhanced-output={tmp_path / 'enh'}", "--keep-min-overall=9", f"--keep-list={tmp_path / 'k.txt'}")
     assert rc == 0, err
     rows = pq.read_table(tmp_path / "out" / "00003.aitqe.parquet").to_pylist()
     assert [r["key"] for r in rows] == [p["key"] for p in data]
@@ -165,8 +168,9 @@ def test_parquet_shard_scored_and_enhanced(tmp_path, capsys):
     enh = pq.read_table(tmp_path / "enh" / "00003.parquet")
     assert enh.column_names == ["key", "uid", "jpg", "txt", "original_caption", "aitqe_overall"]
     e = enh.to_pylist()
-    assert [r["jpg"] for r in e] == [p["jpg"] for p in data]
-    for r, v, c in zip(e, rows, caps):
+    kept = [i for i, r in enumerate(rows) if not r["error"]]  # the pairs that failed are left out
+    assert [r["jpg"] for r in e] == [data[i]["jpg"] for i in kept]
+    for r, v, c in zip(e, [rows[i] for i in kept], [caps[i] for i in kept]):
         low = v["error"] is None and v["overall"] < 6
         assert r["txt"] == (v["recaption"] if low else c) and r["original_caption"] == c
     assert any(v["error"] is None and v["overall"] < 6 for v in rows)

@@ -81,7 +81,7 @@ def test_one_run_per_output_folder_and_share(tmp_path, capsys):
     write_webdataset(tmp_path / "in", 0, pairs(0, 2))
     write_webdataset(tmp_path / "in", 1, pairs(1, 2))
     out = tmp_path / "out"
-    argv = ["--input", str(tmp_path / "in"), "--output", str(out), "--device", "cpu", "--quiet", "--batch-size", "2"]
+    argv = ["--model", "demo", "--input", str(tmp_path / "in"), "--output", str(out), "--device", "cpu", "--quiet", "--batch-size", "2"]
     with output_lock(out):
         assert main(argv) == 1
         err = capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_a_parquet_shard_through_the_gguf_export_gives_the_torch_rows(demo_f16, 
 
     path = write_parquet(tmp_path / "in", 0, pairs(0, 4))
     rows = {}
-    for name, extra in (("gguf", ["--model", str(demo_f16), "--threads", "1"]), ("torch", ["--engine", "reference"])):
+    for name, extra in (("gguf", ["--model", str(demo_f16), "--threads", "1"]), ("torch", ["--model", "demo", "--engine", "reference"])):
         out = tmp_path / name
         assert score_main([f"--input={path}", f"--output={out}", "--quiet", *extra]) == 0
         rows[name] = pq.read_table(out / "00000.aitqe.parquet").to_pylist()

@@ -80,7 +80,7 @@ def test_batch_with_a_fifo_line_goes_on(tmp_path):
                              for i, name in enumerate(["pipe.png", "ok.png"])))
     out = tmp_path / "out.jsonl"
     with deadline(60):
-        assert main(["--input", str(pairs), "--output", str(out), "--quiet", "--max-new-tokens", "4"]) == 0
+        assert main(["--model", "demo", "--input", str(pairs), "--output", str(out), "--quiet", "--max-new-tokens", "4"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in records] == [1, 2]
     assert "FIFO" in records[0]["error"] and records[1]["error"] is None
@@ -95,7 +95,7 @@ def test_fifo_pairs_or_output_file_is_a_one_line_error(tmp_path, capsys, which):
     paths[which].unlink(missing_ok=True)
     os.mkfifo(paths[which])
     with deadline(30):
-        rc = main(["--input", str(paths["--input"]), "--output", str(paths["--output"]), "--quiet"])
+        rc = main(["--model", "demo", "--input", str(paths["--input"]), "--output", str(paths["--output"]), "--quiet"])
     assert rc == 1 and "FIFO" in one_line_error(capsys)
 
 
@@ -165,7 +165,7 @@ def test_every_line_gets_one_record_nesting_blank_and_surrogates_included(tmp_pa
     assert "nested too deeply" in rows[1].error and "blank line" in rows[2].error and "blank line" in rows[3].error
     out = tmp_path / "out.jsonl"
     with deadline(60):
-        assert main(["--input", str(pairs), "--output", str(out), "--quiet", "--max-new-tokens", "4"]) == 0
+        assert main(["--model", "demo", "--input", str(pairs), "--output", str(out), "--quiet", "--max-new-tokens", "4"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in records] == [1, 2, 3, 4, 5, 6, 7]
     assert [r["error"] is None for r in records] == [True, False, False, False, False, False, True]
@@ -228,7 +228,7 @@ def test_resume_with_a_foreign_line_is_a_one_line_error(tmp_path, capsys):
     pairs.write_text(json.dumps({"id": 1, "image": "ok.png", "caption": "x"}) + "\n")
     out = tmp_path / "out.jsonl"
     out.write_text('{"id": 1, "line": 1e999, "error": null}\n')
-    assert main(["--input", str(pairs), "--output", str(out), "--quiet"]) == 1
+    assert main(["--model", "demo", "--input", str(pairs), "--output", str(out), "--quiet"]) == 1
     assert "not a record of this tool" in one_line_error(capsys)
 
 
@@ -251,14 +251,14 @@ def test_second_run_on_one_output_is_refused_naming_the_holder(tmp_path, capsys)
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert main(["--input", str(pairs), "--output", str(out), "--quiet"]) == 1
+        assert main(["--model", "demo", "--input", str(pairs), "--output", str(out), "--quiet"]) == 1
         err = one_line_error(capsys)
         assert "another run is writing it" in err and f"pid {holder.pid} " in err and " on host " in err
         assert not out.exists()
     finally:
         holder.kill()  # SIGKILL: the kernel releases the lock however the holder ends
         holder.wait()
-    assert main(["--input", str(pairs), "--output", str(out), "--quiet", "--max-new-tokens", "2"]) == 0
+    assert main(["--model", "demo", "--input", str(pairs), "--output", str(out), "--quiet", "--max-new-tokens", "2"]) == 0
     assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1]
 
 
@@ -278,7 +278,7 @@ def test_two_concurrent_runs_leave_one_ordered_output(tmp_path):
     pairs.write_text("".join(json.dumps({"id": i, "image": "ok.png", "caption": f"caption {i}"}) + "\n"
                              for i in range(24)))
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "runtime.score", "--input", str(pairs), "--output", str(out), "--quiet",
+    cmd = [sys.executable, "-m", "runtime.score", "--model", "demo", "--input", str(pairs), "--output", str(out), "--quiet",
            "--max-new-tokens", "2", "--batch-size", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]

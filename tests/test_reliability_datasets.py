@@ -61,7 +61,8 @@ def test_an_empty_verdicts_file_does_not_mark_its_shard_done(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     pq.write_table(verdicts.schema().empty_table(), out / "00000.aitqe.parquet")
-    rc, err = run(capsys, "--input", tmp_path / "in", "--output", out, "--keep-above", "1")
+    rc, err = run(capsys, "--input", tmp_path / "in", "--output", out, "--keep-min-overall", "1",
+                  "--keep-list", tmp_path / "keep.txt")
     assert rc == 0, err
     assert "ArrowInvalid" not in err
     assert sorted(r["key"] for r in verdicts.read(out / "00000.aitqe.parquet")) == sorted(p["key"] for p in rows)
@@ -142,12 +143,13 @@ def test_a_compressed_tar_is_refused_not_read_as_jsonl(tmp_path, capsys, name):
 
 
 def test_enhanced_copies_keep_no_parent_or_absolute_member_names(tmp_path):
+    from runtime.data.enhance import Fate
     from runtime.data.webdataset_tar import write_enhanced
 
     jpg = pairs(0, 1)[0]["jpg"]
     path = tar_of(tmp_path / "s.tar", [("../up/a.jpg", jpg, b""), ("../up/a.txt", b"a", b""),
                                        ("/abs/b.jpg", jpg, b""), ("/abs/b.txt", b"b", b"")])
-    write_enhanced(find_shards(str(path))[0], tmp_path / "copy.tar", lambda key: ("new", 1))
+    write_enhanced(find_shards(str(path))[0], tmp_path / "copy.tar", lambda key: Fate("new", 1))
     with tarfile.open(tmp_path / "copy.tar") as tf:
         names = tf.getnames()
     assert names and all(not n.startswith("/") and ".." not in n.split("/") for n in names), names

@@ -102,7 +102,7 @@ def test_any_pairs_file_through_the_cli_gives_one_record_per_line(tmp_path_facto
     data = b"\n".join(as_bytes(line).replace(b"\r", b" ") for line in lines) + b"\n"
     (folder / "pairs.jsonl").write_bytes(data)
     out = folder / "out.jsonl"
-    rc = main(["--input", str(folder / "pairs.jsonl"), "--output", str(out), "--quiet", "--max-new-tokens", "2",
+    rc = main(["--model", "demo", "--input", str(folder / "pairs.jsonl"), "--output", str(out), "--quiet", "--max-new-tokens", "2",
                "--batch-size", "3"])
     err = capsys.readouterr().err
     assert rc == 0 and "Traceback" not in err, err

@@ -74,7 +74,7 @@ def test_a_format_registered_from_outside_is_scored_end_to_end(captioned_format,
     assert [(s.name, s.format) for s in find_shards(str(root))] == [("part-a", "captioned-images"),
                                                                     ("part-b", "captioned-images")]
     out = tmp_path / "verdicts"
-    argv = ["--input", str(root), "--output", str(out), "--device", "cpu", "--batch-size", "2"]
+    argv = ["--model", "demo", "--input", str(root), "--output", str(out), "--device", "cpu", "--batch-size", "2"]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "part-a: 5 keys (1 with errors) scored" in err and "2 of 2 shards done (9 keys)" in err, err
@@ -105,5 +105,5 @@ def test_a_format_registered_from_outside_is_scored_end_to_end(captioned_format,
 
 
 def test_unregistered_the_folder_is_no_input(captioned_shards, tmp_path, capsys):
-    assert main(["--input", str(captioned_shards[0]), "--output", str(tmp_path / "v"), "--device", "cpu"]) == 1
+    assert main(["--model", "demo", "--input", str(captioned_shards[0]), "--output", str(tmp_path / "v"), "--device", "cpu"]) == 1
     assert "no .tar or .parquet shards in this folder" in capsys.readouterr().err

@@ -6,7 +6,8 @@ key, source file and line, uid, or the error that stops it being scored) and fin
 `parquet_table`, `jsonl`, `csv_table`); `run` is the one front-end (lock, resume, score, write);
 `stream` scores every format's records as one stream of pairs; the outputs are `jsonl_output`
 (verdicts JSONL, resumed by line) and `shard_output` (per-shard verdicts Parquet from `verdicts`,
-enhanced copies and the kept-keys list from `enhance`, resumed by shard).
+enhanced copies from `enhance` with img2dataset's files beside them from `sidecars`, the keep list
+from `keep`, which `runtime.select` also uses; resumed by shard); `progress` is what they show.
 
     input --find_shards/formats--> shards --read--> records --stream: prepare, encode, decode, parse-->
     (record, verdict) --output--> verdicts JSONL | SHARD.aitqe.parquet (+ enhanced copy, keep list)

@@ -1,69 +1,82 @@
-"""The enhanced dataset (captions below a score replaced by the recaption) and the kept-keys list.
+"""The enhanced dataset: a copy of each shard that a training loader can read as it is.
 
-The enhanced copy of a shard has the input's own format and file name, under `--enhanced-output`,
-written by its format's `write_enhanced` (`runtime.data.formats`):
-a caption is replaced when the pair's overall score is below the threshold and the model gave a
-recaption; every copied pair keeps its input caption (`original_caption`) and score
-(`aitqe_overall`) in its .json sidecar (tar) or as columns (Parquet). Pairs that were not scored
-(errors) are copied unchanged. The keep list names the keys with overall >= N: DataComp's subset
-format (a sorted `.npy` of 128-bit uids as two uint64) when the shards carry uids, else one key per
-line in a `.txt`.
+What becomes of each pair is decided once, from its verdict row (`fate`), and written both into
+the verdicts (`replaced`, `dropped`) and into the copy:
+- a pair that failed (unreadable image, missing caption, any error, no overall score) is dropped,
+  unless `--keep-failed` (then it is copied unchanged, where the copy can hold it);
+- with `--drop-below N`, a scored pair whose overall is strictly below N is dropped;
+- a kept pair scored below `--enhance-below N` with a recaption gets the recaption as its caption.
+The copy of a shard has the input's own format and file name, under `--enhanced-output`, written by
+its format's `write_enhanced` (`runtime.data.formats`); every copied pair keeps its input caption
+(`original_caption`) and score (`aitqe_overall`), in its .json (tar) or as columns (Parquet).
+img2dataset's sibling files of a shard are carried into the copy's folder, updated
+(`runtime.data.sidecars`), before the copy itself appears under its final name.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.atomic import atomic_path, remove_stale_temporaries
-from runtime.data import formats
+from runtime.data import formats, sidecars
 from runtime.data.records import Shard, ShardError
 
-UID = re.compile(r"^[0-9a-fA-F]{32}$")
+
+@dataclass(frozen=True)
+class Fate:
+    """What the enhanced copy does with one pair."""
+
+    caption: str | None = None  # the recaption that replaces its caption; None: the caption stays
+    overall: int | None = None
+    dropped: bool = False
+
+
+def failed(row: dict) -> bool:
+    return row["error"] is not None or row["overall"] is None
+
+
+def fate(row: dict | None, opts) -> Fate:
+    """The pair's fate in the copy, by the rules of the module's docstring (`opts`: RunOptions)."""
+    if row is None or failed(row):
+        return Fate(None, None if row is None else row["overall"], dropped=not opts.keep_failed)
+    overall = row["overall"]
+    if opts.drop_below is not None and overall < opts.drop_below:
+        return Fate(None, overall, dropped=True)
+    low = opts.enhance_below is not None and overall < opts.enhance_below and bool(row["recaption"])
+    return Fate(row["recaption"] if low else None, overall)
+
+
+def mark(rows: list[dict], opts) -> list[dict]:
+    """The rows with `replaced` and `dropped` set as the copy will have them (False without a copy)."""
+    copying = opts.enhance_below is not None
+    for r in rows:
+        f = fate(r, opts) if copying else Fate()
+        r["replaced"], r["dropped"] = f.caption is not None, f.dropped
+    return rows
 
 
 def enhanced_path(shard: Shard, folder: Path) -> Path:
     return folder / shard.path.name
 
 
-def write_enhanced_shard(shard: Shard, rows: list[dict], below: int, folder: Path, opts) -> int:
-    """Write the enhanced copy of one shard from its verdict rows; the number of captions replaced."""
+def write_enhanced_shard(shard: Shard, rows: list[dict], folder: Path, opts) -> tuple[int, int]:
+    """Write the enhanced copy of one shard (and its sidecars) from its verdict rows; (captions
+    replaced, pairs dropped)."""
     fmt = formats.get(shard.format)
     if fmt.write_enhanced is None:
         raise ShardError(f"{shard.path}: {fmt.title} shards have no enhanced copy; leave out --enhance-below")
-    by_key = {r["key"]: r for r in rows}
+    fates = {r["key"]: fate(r, opts) for r in rows}
 
-    def new_caption(key: str) -> tuple[str | None, int | None]:
-        r = by_key.get(key)
-        if r is None:
-            return None, None
-        if r["error"] is None and r["overall"] is not None and r["overall"] < below and r["recaption"]:
-            return r["recaption"], r["overall"]
-        return None, r["overall"]
+    def fate_of(key: str) -> Fate:
+        return fates.get(key) or fate(None, opts)
 
     final = enhanced_path(shard, folder)
     remove_stale_temporaries(final)
     with atomic_path(final) as tmp:
-        return fmt.write_enhanced(shard, tmp, new_caption, opts)
-
-
-def keep_list_path(folder: Path, above: int, uids: bool) -> Path:
-    return folder / f"keep_overall_ge_{above}.{'npy' if uids else 'txt'}"
-
-
-def write_keep_list(rows: Iterable[dict], above: int, folder: Path) -> tuple[Path, int]:
-    """Write the keys (or DataComp uids) of rows scored overall >= above; (path, count)."""
-    import numpy as np
-
-    kept = [r for r in rows if r["error"] is None and r["overall"] is not None and r["overall"] >= above]
-    uids = bool(kept) and all(r["uid"] is not None and UID.match(r["uid"]) for r in kept)
-    path = keep_list_path(folder, above, uids)
-    with atomic_path(path) as tmp:
-        if uids:
-            pairs = sorted((int(r["uid"][:16], 16), int(r["uid"][16:], 16)) for r in kept)
-            with open(tmp, "wb") as f:
-                np.save(f, np.array(pairs, dtype=np.dtype("u8,u8")))
-        else:
-            tmp.write_text("".join(f"{r['key']}\n" for r in kept), encoding="utf-8")
-    return path, len(kept)
+        replaced = fmt.write_enhanced(shard, tmp, fate_of, opts)
+        dropped = sum(f.dropped for f in fates.values())
+        sidecars.carry(shard, folder, fates, {"replaced": replaced, "dropped": dropped,
+                                              "enhance_below": opts.enhance_below, "drop_below": opts.drop_below,
+                                              "keep_failed": opts.keep_failed})
+    return replaced, dropped

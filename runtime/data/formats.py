@@ -25,7 +25,7 @@ from runtime.errors import InputError
 BUILTIN = {"webdataset": "runtime.data.webdataset_tar", "parquet": "runtime.data.parquet_table",
            "jsonl": "runtime.data.jsonl", "csv": "runtime.data.csv_table"}
 
-NewCaption = Callable[[str], "tuple[str | None, int | None]"]  # key -> (replacement or None, overall or None)
+FateOf = Callable[[str], Any]  # key -> what the enhanced copy does with it (runtime.data.enhance.Fate)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class Format:
     suffixes: tuple[str, ...] = ()  # a shard file's name ends with one of these
     find: Callable[[Path], list[Path]] | None = None  # the shards a folder holds (default: its files with `suffixes`)
     sidecar: Callable[[Path], Path | None] | None = None  # a file beside a shard that its reader uses
-    write_enhanced: Callable[[Shard, Path, NewCaption, Any], int] | None = None  # (shard, out, new_caption, opts)
+    write_enhanced: Callable[[Shard, Path, FateOf, Any], int] | None = None  # (shard, out, fate_of, opts)
+    count: Callable[[Shard], int | None] | None = None  # a shard's pairs, where cheap to know (progress)
     pairs: bool = False  # a pairs file: one verdicts JSONL, resumed by line
 
     def accepts(self, path: Path) -> bool:
@@ -131,6 +132,12 @@ def pairs_format(path: Path) -> Format:
     """The format of a pairs file: the pairs format its name ends like, else JSONL."""
     fmt = file_format(path)
     return fmt if fmt is not None and fmt.pairs else get("jsonl")
+
+
+def count(shard: Shard) -> int | None:
+    """A shard's pairs where its format knows them cheaply, else None."""
+    fmt = get(shard.format)
+    return fmt.count(shard) if fmt.count is not None else None
 
 
 def read_records(shard: Shard, opts: Any) -> Iterator[Record]:

@@ -1,7 +1,8 @@
 """The verdicts JSONL of a pairs file (JSONL or CSV in): one record per input line, resumed by line.
 
 Every input line yields exactly one output record carrying its `line` number: the verdict, or
-`{"id", "line", "error"}` for a line its reader refused. Records are appended and flushed one by
+`{"id", "line", "error", "caption"}` for a line its reader refused; every record carries the
+input `caption` as scored, and the demo model's `note`. Records are appended and flushed one by
 one, so a killed run keeps what it wrote; a rerun drops a half-written last line and skips the
 lines already recorded. Only records this tool writes (an object with `id`, `line` and `error`)
 count as done; anything else in the output is refused, and the file is left untouched.
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from runtime.data import progress
 from runtime.data.formats import read_records
 from runtime.data.jsonl import encodable
 from runtime.data.records import Record, Shard
@@ -94,32 +96,31 @@ class JsonlOutput:
     """`runtime.data.run.Output` for a pairs file: verdicts JSONL, resumed by line."""
 
     def __init__(self, path: Path, opts):
-        self.path, self.share, self.opts = path, None, opts
+        self.path, self.share, self.opts, self.reports = path, None, opts, True
         self.done: set[int] = set()
         self.records: list[Record] = []
-        self.writer = self.bar = None
+        self.writer = self.bar = self.note = None
         self.failed = 0
 
     def todo(self, shards: list[Shard]) -> list[tuple[Shard, Iterable[Record]]]:
-        from tqdm import tqdm
-
         (pairs_file,) = shards
         self.done = done_lines(self.path)
         self.records = [r for r in read_records(pairs_file, self.opts) if r.line not in self.done]
         self.writer = RecordWriter(self.path)
-        self.bar = tqdm(total=len(self.records) + len(self.done), initial=len(self.done), unit="pair",
-                        file=sys.stderr, disable=self.opts.quiet)
+        self.bar = progress.bar(len(self.records) + len(self.done), self.opts.quiet, initial=len(self.done))
         return [(pairs_file, self.records)] if self.records else []
 
     def start(self, scorer) -> None:
-        pass
+        self.note = scorer.note
 
     def take(self, event: Event) -> None:
         r = event.record
         if r is None:  # the file's end (it was read whole before scoring began)
             return
-        record = {"id": r.id, "line": r.line, "error": r.error} if event.verdict is None else \
-            {**event.verdict.to_dict(), "line": r.line}
+        record = {"id": r.id, "line": r.line, "error": r.error, "caption": r.caption} if event.verdict is None else \
+            {**event.verdict.to_dict(), "caption": r.caption, "line": r.line}
+        if self.note is not None:
+            record["note"] = self.note
         self.writer.write([record])
         self.failed += record["error"] is not None
         self.bar.update(1)

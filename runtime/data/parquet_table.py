@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.data.formats import Format, NewCaption, register
+from runtime.data.formats import FateOf, Format, register
 from runtime.data.limits import READ_BUFFER, Limits
 from runtime.data.records import Record, Shard, ShardError, keyed
 
@@ -159,8 +159,9 @@ def read_shard(shard: Shard, columns: Columns = Columns(), limits: Limits = Limi
                 yield rec
 
 
-def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, columns: Columns = Columns()) -> int:
-    """Copy the shard to `out` with captions replaced where `new_caption(key)` gives one.
+def write_enhanced(shard: Shard, out: Path, fate_of: FateOf, columns: Columns = Columns()) -> int:
+    """Copy the shard to `out` as `fate_of(key)` (`runtime.data.enhance.Fate`) says: dropped rows left
+    out, captions replaced where it gives one.
 
     Adds (or overwrites) `original_caption` and `aitqe_overall`. Row groups that cannot be decoded
     are left out. Returns the number of captions replaced.
@@ -182,22 +183,32 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, columns: Co
                 table = pf.read_row_group(group).select(base.names)
             except Exception:
                 continue
+            fates = [fate_of(str(k)) for k in table.column(key).to_pylist()]
+            table = table.filter(pa.array([not f.dropped for f in fates], pa.bool_()))
+            fates = [f for f in fates if not f.dropped]
             originals = table.column(caption).to_pylist()
-            found = [new_caption(str(k)) for k in table.column(key).to_pylist()]
             captions = list(originals)
             if textual:
-                for i, (replacement, _) in enumerate(found):
-                    if replacement is not None:
-                        captions[i], replaced = replacement, replaced + 1
+                for i, f in enumerate(fates):
+                    if f.caption is not None:
+                        captions[i], replaced = f.caption, replaced + 1
                 table = table.set_column(base.get_field_index(caption), base.field(caption),
                                          pa.array(captions, base.field(caption).type))
             table = table.append_column(schema.field("original_caption"),
                                         pa.array([c if isinstance(c, str) else None for c in originals], pa.string()))
-            table = table.append_column(schema.field("aitqe_overall"), pa.array([o for _, o in found], pa.int32()))
+            table = table.append_column(schema.field("aitqe_overall"), pa.array([f.overall for f in fates], pa.int32()))
             writer.write_table(table)
     return replaced
 
 
+def count(shard: Shard) -> int | None:
+    """The shard's rows, from its footer."""
+    try:
+        return _pq().ParquetFile(shard.path).metadata.num_rows
+    except Exception:  # an unreadable footer is the reader's error to report
+        return None
+
+
 FORMAT = register(Format(
-    "parquet", "Parquet", lambda shard, opts: read_shard(shard, opts.columns, opts.limits), (".parquet",),
-    write_enhanced=lambda shard, out, new_caption, opts: write_enhanced(shard, out, new_caption, opts.columns)))
+    "parquet", "Parquet", lambda shard, opts: read_shard(shard, opts.columns, opts.limits), (".parquet",), count=count,
+    write_enhanced=lambda shard, out, fate_of, opts: write_enhanced(shard, out, fate_of, opts.columns)))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from runtime.data import progress
 from runtime.data.limits import Limits
 from runtime.data.parquet_table import Columns
 from runtime.data.records import Record, Shard
@@ -33,7 +34,12 @@ class RunOptions:
     max_new_tokens: int = 384
     enhance_below: int | None = None
     enhanced_output: Path | None = None
-    keep_above: int | None = None
+    drop_below: int | None = None  # the enhanced copy leaves out pairs scored strictly below this
+    keep_failed: bool = False  # the enhanced copy keeps the pairs that failed (unchanged)
+    keep_min_overall: int | None = None  # write a keep list of the pairs with overall >= this ...
+    keep_list: Path | None = None  # ... here (outside the output folder)
+    keep_format: str | None = None  # datacomp-npy | keys | parquet (None: datacomp-npy if uids, else keys)
+    demo: bool = False  # the built-in demo model was asked for (--model demo)
     caption_field: str | None = None  # WebDataset: caption from this .json field instead of .txt
     columns: Columns = field(default_factory=Columns)  # Parquet: key, image, caption column names
     quiet: bool = False
@@ -45,6 +51,7 @@ class Output(Protocol):
 
     path: Path  # the file or folder written; one run at a time (per share) holds its lock
     share: str | None  # `I-of-N` for a --shard-index process, else None
+    reports: bool  # says on stderr what it does (False: a Ray actor's, whose driver reports)
 
     def todo(self, shards: list[Shard]) -> list[tuple[Shard, Iterable[Record]]]:
         """The units (and their records) the output does not hold yet."""
@@ -73,6 +80,8 @@ def process(get_scorer: Callable[[], object], shards: list[Shard], output: Outpu
             return
         scorer = get_scorer()  # a model that cannot load is the run's error, not each unit's
         output.start(scorer)
+        if output.reports:
+            progress.say_demo(opts)
         try:
             for event in score_records(scorer, todo, opts):
                 output.take(event)

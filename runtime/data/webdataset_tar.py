@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.data.formats import Format, NewCaption, register
+from runtime.data.formats import FateOf, Format, register
 from runtime.data.limits import Limits
 from runtime.data.records import Record, Shard, ShardError, keyed
 
@@ -196,21 +196,23 @@ def _member(info: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, io.Byt
     return new, io.BytesIO(data)
 
 
-def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_field: str | None = None,
+def write_enhanced(shard: Shard, out: Path, fate_of: FateOf, caption_field: str | None = None,
                    limits: Limits = Limits()) -> int:
-    """Copy the shard's readable keys to `out`, captions replaced where `new_caption(key)` gives one.
+    """Copy the shard's keys to `out` as `fate_of(key)` (`runtime.data.enhance.Fate`) says: dropped
+    keys left out, captions replaced where it gives one.
 
-    `new_caption(key)` -> (replacement or None, overall score or None). Every copied key's .json
-    (created if absent) gets `original_caption` and `aitqe_overall`. Keys the tar broke inside of
-    are left out. Returns the number of captions replaced.
+    The caption is the same in `KEY.txt` and in `KEY.json`'s `caption` (or the `caption_field`),
+    the input caption under `original_caption`, the score under `aitqe_overall` (the .json created
+    if absent). A kept key that failed is copied as it is; keys the tar broke inside of are left
+    out. Returns the number of captions replaced.
     """
     replaced = 0
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
         for group in iter_groups(shard.path, limits):
-            if group.error:
+            fate = fate_of(group.key)
+            if group.error or fate.dropped:
                 continue
             caption, _ = _caption(group, caption_field)
-            replacement, overall = new_caption(group.key)
             meta_raw = group.get("json")
             try:
                 meta = json.loads(meta_raw.decode("utf-8")) if meta_raw is not None else {}
@@ -220,18 +222,17 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_fie
                 for info, data in group.members:
                     tf.addfile(*_member(info, data))
                 continue
-            meta.update(original_caption=caption, aitqe_overall=overall)
-            if replacement is not None:
-                replaced += 1
-                if caption_field:
-                    meta[caption_field] = replacement
+            replaced += fate.caption is not None
+            final = caption if fate.caption is None else fate.caption
+            meta.update({caption_field or "caption": final, "original_caption": caption,
+                         "aitqe_overall": fate.overall})
             json_name = None
             for info, data in group.members:
                 ext = _split(info.name)[1].lower()
                 if ext == "json":
                     json_name, data = info.name, json.dumps(meta, ensure_ascii=False).encode("utf-8")
-                elif ext == "txt" and replacement is not None and not caption_field:
-                    data = replacement.encode("utf-8")
+                elif ext == "txt" and not caption_field:
+                    data = final.encode("utf-8")
                 tf.addfile(*_member(info, data))
             if json_name is None:
                 last = group.members[-1][0]
@@ -239,6 +240,11 @@ def write_enhanced(shard: Shard, out: Path, new_caption: NewCaption, caption_fie
                 info.mtime, info.mode = last.mtime, last.mode
                 tf.addfile(*_member(info, json.dumps(meta, ensure_ascii=False).encode("utf-8")))
     return replaced
+
+
+def count(shard: Shard) -> int | None:
+    """The shard's pairs, from img2dataset's metadata (its rows with status success), if there."""
+    return len(_expected_keys(shard.meta)) or None
 
 
 def _metadata(path: Path) -> Path | None:
@@ -249,6 +255,6 @@ def _metadata(path: Path) -> Path | None:
 
 FORMAT = register(Format(
     "webdataset", "WebDataset", lambda shard, opts: read_shard(shard, opts.caption_field, opts.limits), (".tar",),
-    sidecar=_metadata,
-    write_enhanced=lambda shard, out, new_caption, opts: write_enhanced(shard, out, new_caption, opts.caption_field,
-                                                                    opts.limits)))
+    sidecar=_metadata, count=count,
+    write_enhanced=lambda shard, out, fate_of, opts: write_enhanced(shard, out, fate_of, opts.caption_field,
+                                                                opts.limits)))

@@ -9,19 +9,23 @@ Shards, not pairs, are the unit handed out: a shard's verdicts are written once 
 (what makes resume and the atomic writes possible), a damaged shard is reported instead of failing
 the job (Ray's own `read_webdataset` raises on a truncated tar), and an idle actor takes the next
 shard, so every GPU stays busy while shards remain (use at least as many shards as GPUs).
+Progress is aggregated on the driver: one bar of pairs, advanced by a shard's pairs when it
+finishes (the actors' own progress within a shard is not shown), and a line per finished shard.
 Each shard is one `score_stream` call, so `--workers` processes start once per shard in an actor
 (seconds): worth it for img2dataset-sized shards (10,000 pairs), not for tiny ones.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
 
+from runtime.data import progress
 from runtime.data.records import Shard
 from runtime.data.run import RunOptions
-from runtime.data.shard_output import ShardOutput, ShardResult, process_shard
+from runtime.data.shard_output import ShardOutput, ShardResult, process_shard, shards_total
 from runtime.errors import InputError
 from runtime.lock import output_lock
 from runtime.launch.model import ScorerSpec, cached_loader
@@ -42,7 +46,8 @@ class ShardScorer:
         return {k: [asdict(r)[k] for r in results] for k in asdict(ShardResult("")).keys()}
 
 
-def _ray():
+def ray_module():
+    """The `ray` module, or a one-line InputError saying how to install it."""
     try:
         import ray
         import ray.data
@@ -55,13 +60,15 @@ def run_ray(spec: ScorerSpec, shards: list[Shard], output: ShardOutput, *,
             actors: int | None = None, address: str | None = None) -> int:
     """Score `shards` into `output` on the Ray cluster at `address` (default: RAY_ADDRESS, else a new
     local one) with `actors` scorer actors (default: one per GPU of the cluster); the exit code."""
-    ray = _ray()
+    ray = ray_module()
     with output_lock(output.path, output.share):
         return _run(ray, spec, shards, output, actors, address)
 
 
 def _run(ray, spec: ScorerSpec, shards: list[Shard], output: ShardOutput, actors: int | None,
          address: str | None) -> int:
+    import numpy as np
+
     opts, fingerprint = output.opts, output.fingerprint
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
@@ -77,16 +84,20 @@ def _run(ray, spec: ScorerSpec, shards: list[Shard], output: ShardOutput, actors
         raise InputError("--ray: the cluster has no GPU; pass --num-gpus N with --device cpu for N CPU actors")
     cpus = ray.cluster_resources().get("CPU", 1)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not opts.quiet
+    ctx.enable_progress_bars = False  # ours instead: pairs, as a single process shows them
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan and "progress bars disabled" lines too
     items = [{"path": str(s.path), "format": s.format, "meta": str(s.meta) if s.meta else ""} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
         ShardScorer, fn_constructor_kwargs={"spec": spec, "opts": opts, "fingerprint": fingerprint},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=1, batch_format="numpy",
         num_gpus=1 if on_gpu else 0, num_cpus=1 if on_gpu else max(0.25, min(1.0, cpus / (actors + 1))))
-    results = [ShardResult(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
-               for row in ds.take_all()]
-    order = {str(s.path.name): i for i, s in enumerate(shards)}
-    results.sort(key=lambda r: order.get(r.shard, 0))
-    for r in results:
-        output.add(r)
+    progress.say_demo(opts)
+    bar = progress.bar(shards_total(shards), opts.quiet)
+    try:
+        for row in ds.iter_rows():  # as each shard finishes, on whichever actor
+            result = ShardResult(**{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()})
+            bar.update(result.rows)
+            output.add(result)
+    finally:
+        bar.close()
     return output.finish()
