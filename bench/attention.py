@@ -14,21 +14,30 @@ import argparse
 import json
 import sys
 
-import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from typing import TYPE_CHECKING
 
-from bench.ceilings import timed
-from runtime.engine.step import decode_attention
-from runtime.model.config import QWEN2_7B
+from runtime.defaults import default_device
 
-SHAPES = {"full": (QWEN2_7B["num_attention_heads"], QWEN2_7B["num_key_value_heads"],
-                   QWEN2_7B["hidden_size"] // QWEN2_7B["num_attention_heads"]),
-          "tiny": (4, 2, 64)}  # the demo model's
+if TYPE_CHECKING:
+    import torch
+
+SHAPE_NAMES = ("full", "tiny")  # shapes()'s, for the parser (tests/test_help.py)
+
+
+def shapes() -> dict[str, tuple[int, int, int]]:
+    """(heads, kv heads, head dim) by shape name: AITQE's Qwen2-7B and the demo model's."""
+    from runtime.model.config import QWEN2_7B
+
+    return {"full": (QWEN2_7B["num_attention_heads"], QWEN2_7B["num_key_value_heads"],
+                     QWEN2_7B["hidden_size"] // QWEN2_7B["num_attention_heads"]),
+            "tiny": (4, 2, 64)}
 
 
 def picked(q, k, v, mask) -> str:
     """The backend SDPA picks for these inputs (masked, GQA)."""
+    import torch
+    from torch.nn.attention import SDPBackend
+
     try:
         return SDPBackend(torch._fused_sdp_choice(q, k, v, attn_mask=mask, enable_gqa=True)).name
     except Exception as e:  # a private call: say what it raised rather than fail the probe
@@ -36,7 +45,14 @@ def picked(q, k, v, mask) -> str:
 
 
 def probe(shape: str, slots: int, length: int, device: str, dtype: torch.dtype, layers: int, repeats: int) -> dict:
-    heads, kv_heads, d = SHAPES[shape]
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from bench.ceilings import timed
+    from runtime.engine.step import decode_attention
+
+    heads, kv_heads, d = shapes()[shape]
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(slots, heads, 1, d, device=device, dtype=dtype, generator=g)
     k, v = (torch.randn(slots, kv_heads, length, d, device=device, dtype=dtype, generator=g) for _ in range(2))
@@ -66,14 +82,20 @@ def probe(shape: str, slots: int, length: int, device: str, dtype: torch.dtype, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.attention", description=__doc__.split("\n\n")[1])
-    p.add_argument("--shape", choices=SHAPES, default="full")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shape", choices=SHAPE_NAMES, default="full")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--slots", default="1,16,64", help="comma-separated slot counts")
     p.add_argument("--lengths", default="1280", help="comma-separated cache lengths")
-    p.add_argument("--layers", type=int, default=QWEN2_7B["num_hidden_layers"], help="calls per timing")
+    p.add_argument("--layers", type=int, help="calls per timing (default: Qwen2-7B's layer count)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", help="also append each JSON line to this file")
     args = p.parse_args(argv)
+    import torch  # after parsing: --help answers at once
+
+    from runtime.model.config import QWEN2_7B
+
+    args.device = args.device or default_device()
+    args.layers = QWEN2_7B["num_hidden_layers"] if args.layers is None else args.layers
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     for slots in map(int, args.slots.split(",")):
         for length in map(int, args.lengths.split(",")):

@@ -7,16 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-try:
-    from bench.eval.demo import evaluate, report
-    from bench.eval.pairs import DEMO_SEED
-except ImportError as e:  # scipy, rouge-score
-    sys.exit(f"error: python -m bench.demo needs {e.name}; install it with: pip install -e '.[bench]'")
+from bench.eval.pairs import DEMO_SEED
 from runtime.demo import DEMO_MODEL
 from runtime.atomic import write_text
 from runtime.errors import InputError
 from runtime.model.hub import resolve_model
-from runtime.scorer import Scorer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error("--pairs must be >= 1")
+    try:  # after parsing: --help answers at once
+        from bench.eval.demo import evaluate, report
+    except ImportError as e:  # scipy, rouge-score
+        sys.exit(f"error: python -m bench.demo needs {e.name}; install it with: pip install -e '.[bench]'")
+    from runtime.scorer import Scorer
+
     try:
         r = evaluate(Scorer.from_pretrained(resolve_model(args.model), device=args.device), n=args.pairs,
                      seed=args.seed, batch_size=args.batch_size, quiet=args.quiet)

@@ -24,8 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from runtime.atomic import write_text
 from runtime.data.formats import read_records
@@ -34,7 +33,9 @@ from runtime.data.run import RunOptions
 from runtime.data.stream import score_records
 from runtime.demo import DEMO_MODEL
 from runtime.demo.shards import pairs, write_webdataset
-from runtime.scorer import Scorer
+
+if TYPE_CHECKING:
+    from runtime.scorer import Scorer
 
 
 def time_pass(scorer: Scorer, shards, opts: RunOptions) -> dict:
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    import torch  # after parsing: --help answers at once
+
+    from runtime.scorer import Scorer
+
     scorer = Scorer.from_pretrained(args.model, device="cpu")
     results = []
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "

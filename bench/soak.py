@@ -13,18 +13,19 @@ import json
 import sys
 import time
 
-import torch
-
-from bench.cost import proc_status
 from calibration.split import demo_id
 from runtime.demo import DEMO_MODEL
 from runtime.demo.world import IMAGE_SIZE, make_example
-from runtime.scorer import ENGINES, Pair, Scorer
+from runtime.defaults import ENGINES, default_device
 
 
 def memory(device: str) -> dict:
+    from bench.cost import proc_status
+
     out = {"rss_mib": proc_status("VmRSS") / 2**20, "peak_rss_mib": proc_status("VmHWM") / 2**20}
     if device.startswith("cuda"):
+        import torch
+
         out |= {"cuda_allocated_mib": torch.cuda.memory_allocated() / 2**20,
                 "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20}
     return out
@@ -37,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=200, help="pairs after which the first reading is taken")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--engine", choices=ENGINES, default="fast")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     args = p.parse_args(argv)
+    args.device = args.device or default_device()
+    from runtime.scorer import Pair, Scorer  # after parsing: --help answers at once
+
     scorer = Scorer.from_pretrained(args.model, device=args.device, engine=args.engine, slots=args.batch_size)
 
     def pairs():

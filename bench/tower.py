@@ -16,12 +16,9 @@ import json
 import statistics
 import sys
 
-import torch
+from runtime.defaults import DTYPE_NAMES, default_device
 
-from bench.ceilings import timed
-from bench.synthetic.checkpoints import SHAPES, configs
-from runtime.model.checkpoint import DTYPES
-from runtime.model.vision import VisionEncoder
+SHAPE_NAMES = ("full", "reduced", "tiny")  # bench.synthetic.checkpoints.SHAPES, for the parser (tests/test_help.py)
 
 
 def onnx_cuda_note() -> str | None:
@@ -38,13 +35,21 @@ def onnx_cuda_note() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tower", description=__doc__.splitlines()[0])
-    p.add_argument("--shape", choices=list(SHAPES), default="full")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shape", choices=SHAPE_NAMES, default="full")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--attention", default="sdpa,eager", help="attention implementations to time")
     args = p.parse_args(argv)
+    args.device = args.device or default_device()
+    import torch  # after parsing: --help answers at once
+
+    from bench.ceilings import timed
+    from bench.synthetic.checkpoints import SHAPES, configs
+    from runtime.model.checkpoint import DTYPES
+    from runtime.model.vision import VisionEncoder
+
     spec = SHAPES[args.shape]
     llm_cfg, vis_cfg = configs(spec, vocab=64)
     dtype = DTYPES[args.dtype]

@@ -12,11 +12,8 @@ import argparse
 import sys
 import time
 
-from calibration.build import build, calibration_pairs, save
-from runtime.model.checkpoint import fingerprint
 from runtime.errors import InputError
 from runtime.model.hub import resolve_model
-from runtime.scorer import Scorer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.samples < 1:
         p.error("--samples must be >= 1")
+    from calibration.build import build, calibration_pairs, save  # after parsing: --help answers at once
+    from runtime.model.checkpoint import fingerprint
+    from runtime.scorer import Scorer
+
     try:
         start = time.perf_counter()
         args.model = str(resolve_model(args.model))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from runtime.errors import InputError
 from runtime.data.jsonl import read_jsonl
-from runtime.scorer import Pair
+from runtime.data.records import Pair
 
 CALIBRATION_PERCENT = 20
 RULE = f"sha256(id)[:8] % 100 < {CALIBRATION_PERCENT}"

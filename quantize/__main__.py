@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from quantize.backbone import CalibrationOptions, add_calibration_args
-from quantize.bundle import VISION, build_bundle, bundle_bytes
 from quantize.options import add_method_args, method_config
+from quantize.vision import VISION
 from runtime.errors import InputError
 from runtime.model.hub import resolve_model
 
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     add_method_args(p)
     add_calibration_args(p)
     args = p.parse_args(argv)
+    from quantize.bundle import build_bundle, bundle_bytes  # after parsing: --help answers at once
+
     try:
         manifest = build_bundle(resolve_model(args.model), args.method, method_config(args), args.output,
                                 vision=args.vision, calibration=CalibrationOptions.from_args(args),

@@ -15,13 +15,15 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from calibration.build import CalibrationSet
 from runtime.errors import InputError
 from runtime.formats import method
-from runtime.formats.manifest import Backbone
-from runtime.model.checkpoint import Checkpoint, stored_dtype
+
+if TYPE_CHECKING:  # the model code is imported where it runs, after parsing: --help answers at once
+    from calibration.build import CalibrationSet
+    from runtime.formats.manifest import Backbone
+    from runtime.model.checkpoint import Checkpoint
 
 
 def add_calibration_args(p: argparse.ArgumentParser) -> None:
@@ -63,6 +65,8 @@ def calibration_for(opts: CalibrationOptions, ck: Checkpoint, source_fingerprint
 def save_dense(ck: Checkpoint, folder: Path) -> Path:
     """The backbone as a plain Qwen2ForCausalLM folder (+ tokenizer) in the checkpoint's stored dtype
     (exact: it was loaded from it), every method's input."""
+    from runtime.model.checkpoint import stored_dtype
+
     stored = stored_dtype(ck.config)
     ck.llm.save_pretrained(folder, state_dict={k: v.to(stored) for k, v in ck.llm.state_dict().items()})
     ck.tokenizer.save_pretrained(folder)
@@ -73,6 +77,8 @@ def quantize_backbone(ck: Checkpoint, name: str, config: Any, out: Path, *, cali
                       device: str = "cpu", work: Path, synthetic: bool = False) -> Backbone:
     """Write the backbone of `ck` quantized by method `name` into `out` (its synthetic variant, if asked);
     returns the manifest's backbone entry."""
+    from runtime.formats.manifest import Backbone
+
     m = method(name)
     if m.calibrated and calibration is None and not synthetic:
         raise InputError(f"{name} needs a calibration set")
@@ -101,10 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from quantize.options import add_method_args, method_config
-    from runtime.atomic import atomic_folder
-    from runtime.model.checkpoint import fingerprint, load_checkpoint
-    from runtime.model.hub import resolve_model
-    from runtime.model.locate import kind_of
 
     p = argparse.ArgumentParser(prog="python -m quantize.backbone", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="AITQE checkpoint folder, or a Hub model ORG/NAME[@REVISION]")
@@ -113,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     add_method_args(p)
     add_calibration_args(p)
     args = p.parse_args(argv)
+    from runtime.atomic import atomic_folder  # after parsing: --help answers at once
+    from runtime.model.checkpoint import fingerprint, load_checkpoint
+    from runtime.model.hub import resolve_model
+    from runtime.model.locate import kind_of
+
     try:
         config = method_config(args)
         out = Path(args.output)

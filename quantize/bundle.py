@@ -27,7 +27,6 @@ from runtime.model.locate import check_replaceable
 
 LIBRARIES = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes", "gptqmodel",
              "onnx", "onnxruntime", "onnxruntime-gpu", "aitqe-edge")
-VISION = ("torch", "onnx", "onnx-fp16")
 
 
 def versions() -> dict:

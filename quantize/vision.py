@@ -18,21 +18,29 @@ import argparse
 import sys
 import time
 from pathlib import Path
-
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from runtime.atomic import atomic_folder
+from runtime.defaults import DTYPE_NAMES
 from runtime.errors import InputError
 from runtime.model.hub import resolve_model
-from runtime.formats.manifest import Vision
-from runtime.model.checkpoint import DTYPES, Checkpoint, load_checkpoint
 from runtime.model.locate import check_replaceable
 
-FORMATS = {"torch": ("bf16", "fp16", "fp32"), "onnx": ("fp32", "fp16")}
+if TYPE_CHECKING:  # the model code is imported where it runs, after parsing: --help answers at once
+    from runtime.formats.manifest import Vision
+    from runtime.model.checkpoint import Checkpoint
+
+FORMATS = {"torch": DTYPE_NAMES, "onnx": ("fp32", "fp16")}
+VISION = ("torch", "onnx", "onnx-fp16")  # a bundle's vision formats (python -m quantize --vision)
 
 
 def export_torch(ck: Checkpoint, out: Path, dtype: str = "bf16") -> Vision:
     """Write vision/config.json + vision/model.safetensors; returns the manifest's vision entry."""
+    from safetensors.torch import save_file
+
+    from runtime.formats.manifest import Vision
+    from runtime.model.checkpoint import DTYPES
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(ck.config.vision.to_json_string())
     state = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous() for k, v in ck.vision.state_dict().items()}
@@ -51,6 +59,7 @@ def export_vision(ck: Checkpoint, out: Path, fmt: str, dtype: str) -> Vision:
 
 def run_export(args: argparse.Namespace) -> int:
     from quantize.vision_onnx import export_onnx, latency, peak_rss_gib, synthetic_tower
+    from runtime.model.checkpoint import load_checkpoint
 
     fmt = args.format or "onnx"
     dtype = args.dtype or FORMATS[fmt][0]
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--synthetic", help="a random-weight tower of a published shape: so400m")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="export format (default onnx)")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="weights' dtype (default: fp32 for onnx, bf16 for torch)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement after an ONNX export")
     args = p.parse_args(argv)

@@ -22,15 +22,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from runtime.data.records import Record
+from runtime.data.records import Pair
 from runtime.errors import InputError
 from runtime.image import ImageSpec, load_image, load_image_bytes, preprocess
 from runtime.prompt import prompt_ids
 
 AHEAD = 4  # pairs in flight per worker
 
-
-Pair = Record  # the one pair type: `Pair(image, caption, id=...)`; the image a path, a decoded image or encoded bytes
 
 
 @dataclass

@@ -15,11 +15,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.data.formats import pairs_format
 from runtime.data.jsonl_output import JsonlOutput
 from runtime.data.records import is_shard_input
 from runtime.data.run import run_batch
+from runtime.defaults import DEFAULT_MAX_NEW_TOKENS, ENGINES
 from runtime.demo import DEMO_MODEL
 from runtime.model.hub import resolve_model
 from runtime.model.locate import SCORABLE, kind_of, locate
@@ -27,7 +29,10 @@ from runtime.errors import InputError
 from runtime.files import check_regular
 from runtime.launch.cli import add_arguments as add_dataset_arguments, options, refuse_dataset_flags, run_dataset
 from runtime.launch.model import spec_of
-from runtime.scorer import DEFAULT_MAX_NEW_TOKENS, ENGINES, Scorer
+from runtime.quiet import quiet
+
+if TYPE_CHECKING:  # the model code loads when a scorer is built, after parsing: --help answers at once
+    from runtime.scorer import Scorer
 
 
 def default_model() -> Path:
@@ -117,7 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "a GGUF export: clip.cpp, or with this its own tower from --with-vision)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the tokenizer's own Python code to run (off by default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no library warnings: stderr holds "
+                                                        "errors and the summary only")
     p.add_argument("--debug", action="store_true",
                    help="say on stderr how the model decodes (end-of-generation ids and the file they came from)")
     p.add_argument("--threads", type=int, default=None,
@@ -142,6 +148,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with quiet(args.quiet):  # before the libraries load: some read their settings once, at import
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The parsed command, its exit code; every failure one line on stderr."""
     try:
         if args.input and is_shard_input(args.input):
             model = model_folder(args)

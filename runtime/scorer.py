@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from runtime import engine
+from runtime.defaults import DEFAULT_MAX_NEW_TOKENS, default_device
 from runtime.engine import Backbone, Decoded, Decoder, StopRule, upload
 from runtime.errors import InputError
 from runtime.formats import method
@@ -34,9 +35,8 @@ from runtime.parse import OVERALL_MARK, parse_output, to_dict
 from runtime.pipeline import Pair, Prepared, Preparer, ahead, prepared
 from runtime.scores import Scores
 
-DEFAULT_MAX_NEW_TOKENS = 384
 CUDA_WORKERS = 2  # image-reading processes by default on CUDA (`--workers`)
-ENGINES = engine.names()  # the engines registered in runtime.engine
+ENGINES = engine.names()  # the engines registered in runtime.engine (runtime.defaults.ENGINES, for parsers)
 
 
 def _rounded(x: float | None) -> float | None:
@@ -115,7 +115,7 @@ class Scorer:
         step, by default on CUDA for a dense backbone), reference (transformers' generate, static
         batches of `slots`), or any other engine registered in runtime.engine.
         """
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
         dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")

@@ -13,7 +13,7 @@ import pytest
 from bench.eval.demo import evaluate
 from bench.eval.metrics import token_f1
 from runtime.demo import DEMO_MODEL, DEMO_NOTE
-from runtime.demo.train import train
+from runtime.demo.train.loop import train
 from runtime.demo.train.probes import claim_targets, scene_labels
 from runtime.demo.world import COLOURS, SHAPES, SIZES, make_example, mutation
 from runtime.prompt import prompt_ids

@@ -188,7 +188,7 @@ def test_unmappable_checkpoints_are_refused_naming_the_field(tmp_path, capsys, f
 
 
 def test_sharded_export_loads_and_gives_the_runtimes_ids(tmp_path, monkeypatch, demo_scorer):
-    monkeypatch.setattr("quantize.export.SHARD_BYTES", 2 << 20)
+    monkeypatch.setattr("quantize.llava_export.SHARD_BYTES", 2 << 20)
     export_to(DEMO_MODEL, tmp_path / "sharded")
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 2

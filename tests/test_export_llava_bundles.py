@@ -17,7 +17,8 @@ from bench.eval.pairs import DEMO_SEED
 from calibration.split import demo_pairs
 from quantize.backbone import CalibrationOptions
 from quantize.bundle import build_bundle
-from quantize.export import VISION_EXCLUDED, main
+from quantize.export import main
+from quantize.llava_export import VISION_EXCLUDED
 from runtime.demo import DEMO_MODEL
 from runtime.formats import method
 from runtime.scorer import Scorer

@@ -92,7 +92,7 @@ def test_anything_unforeseen_is_one_error_line(tmp_path, capsys, monkeypatch):
     def broken(src, out):
         raise KeyError("weights")
 
-    monkeypatch.setattr("quantize.export.export_checkpoint", broken)
+    monkeypatch.setattr("quantize.llava_export.export_checkpoint", broken)
     assert export(tmp_path / "out") == 1
     assert "KeyError" in one_error(capsys)
     assert not (tmp_path / "out").exists()

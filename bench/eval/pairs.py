@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from calibration.split import RULE, demo_pairs, file_pairs
 from runtime.atomic import write_text
 from runtime.errors import InputError
-from runtime.formats.manifest import Manifest
-from runtime.scorer import Pair
+from runtime.data.records import Pair
+
+if TYPE_CHECKING:
+    from runtime.formats.manifest import Manifest
 
 DEMO_SEED = 1000  # the demo model trained on world seed 0
 

@@ -42,6 +42,9 @@ class Record:
     error: str | None = None  # why the input gave no pair: the record is not scored
 
 
+Pair = Record  # the one pair type: `Pair(image, caption, id=...)`; the image a path, a decoded image or encoded bytes
+
+
 def keyed(key: str, source: str, **fields) -> Record:
     """A shard's record: its key is also the id the scorer's verdict carries."""
     return Record(key=key, id=key, source=source, **fields)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from runtime.defaults import DTYPE_NAMES
 from runtime.formats.registry import Method, option, register
-from runtime.model.checkpoint import DTYPES
+
+if TYPE_CHECKING:
+    import torch
 
 LM_HEAD = "quantize lm_head too"
 
@@ -35,16 +37,17 @@ class BnbInt8Config:
 class BnbNf4Config:
     # quantize the per-block scales too (~0.4 bit/weight saved)
     double_quant: bool = option(True, "do not quantize the scales", flag="--no-double-quant")
-    compute_dtype: str = option("bf16", "matmul dtype", choices=tuple(DTYPES))
+    compute_dtype: str = option("bf16", "matmul dtype", choices=DTYPE_NAMES)
     quantize_lm_head: bool = option(False, LM_HEAD)
 
     def __post_init__(self):
-        if self.compute_dtype not in DTYPES:
-            raise ValueError(f"bnb-nf4 compute dtype {self.compute_dtype!r}: use one of {', '.join(DTYPES)}")
+        if self.compute_dtype not in DTYPE_NAMES:
+            raise ValueError(f"bnb-nf4 compute dtype {self.compute_dtype!r}: use one of {', '.join(DTYPE_NAMES)}")
 
 
 def _quantize(dense_dir: Path, out: Path, qc, device: str) -> None:
     from transformers import AutoModelForCausalLM
+    import torch
 
     model = AutoModelForCausalLM.from_pretrained(dense_dir, quantization_config=qc, device_map=device,
                                                  dtype=torch.bfloat16)
@@ -62,6 +65,7 @@ def quantize_int8(dense_dir: Path, out: Path, cfg: BnbInt8Config, calibration=No
 
 def quantize_nf4(dense_dir: Path, out: Path, cfg: BnbNf4Config, calibration=None, device: str = "cpu") -> dict:
     from transformers import BitsAndBytesConfig
+    from runtime.model.checkpoint import DTYPES
 
     _quantize(dense_dir, out, BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                  bnb_4bit_use_double_quant=cfg.double_quant,
@@ -74,6 +78,8 @@ def quantize_nf4(dense_dir: Path, out: Path, cfg: BnbNf4Config, calibration=None
 def cast_unquantized(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """Give the plain (unquantized) parameters `dtype`; bitsandbytes' own parameter types are left alone.
     transformers loads a bitsandbytes folder in its saved 16-bit type whatever dtype it is asked for."""
+    import torch
+
     for module in model.modules():
         for p in module.parameters(recurse=False):
             if type(p) is torch.nn.Parameter and p.is_floating_point():

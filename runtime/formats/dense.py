@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from runtime.formats.registry import Method, register
-from runtime.model.checkpoint import DTYPES
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Fp16Config(DenseConfig):
 def quantize(dense_dir: Path, out: Path, cfg: DenseConfig, calibration=None, device: str = "cpu") -> dict:
     """Copy the 16-bit backbone folder in the requested dtype."""
     from transformers import Qwen2ForCausalLM
+    from runtime.model.checkpoint import DTYPES
 
     Qwen2ForCausalLM.from_pretrained(dense_dir, dtype=DTYPES[cfg.dtype]).save_pretrained(out)
     return {"dtype": cfg.dtype}
@@ -35,6 +37,7 @@ def quantize(dense_dir: Path, out: Path, cfg: DenseConfig, calibration=None, dev
 
 def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
+    from runtime.model.checkpoint import DTYPES
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or DTYPES[params["dtype"]], device_map=device)
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from runtime.errors import InputError
 from runtime.formats.dense import DenseConfig, load as load_dense, quantize as quantize_dense
 from runtime.formats.registry import Method, option, register
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_CAPABILITY = (8, 9)
 LOADED_BITS = 8.0           # per decoder Linear weight once converted (+ one fp32 scale per output row)
@@ -61,6 +63,8 @@ def bits_per_weight(llm: torch.nn.Module, cfg: Fp8Config) -> float:
 
 def refusal(device: str) -> str | None:
     """Why float8 cannot run on `device` (None when it can)."""
+    import torch
+
     if not device.startswith("cuda") or not torch.cuda.is_available():
         return (f"the fp8 backbone runs only on a CUDA GPU with compute capability >= 8.9 (RTX 4090/5090, L40, "
                 f"H100), not on {device}; use a gptq-int4, gptq-int8 or bf16 bundle there")
@@ -84,6 +88,8 @@ def torchao_config(cfg: Fp8Config):
 
 def is_converted(module: torch.nn.Module, name: str, cfg: Fp8Config) -> bool:
     """Which modules become float8: every Linear but lm_head (unless asked)."""
+    import torch
+
     return isinstance(module, torch.nn.Linear) and (cfg.quantize_lm_head or not name.endswith("lm_head"))
 
 
@@ -101,6 +107,8 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
     """The bf16 backbone, read into CPU memory, its Linear weights converted to float8 one module at a
     time on the card (peak card memory: the float8 backbone + one bf16 layer). dtype: ignored,
     torchao's per-row float8 computes in bf16."""
+    import torch
+
     why = refusal(device)
     if why:
         raise InputError(why)

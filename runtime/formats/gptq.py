@@ -34,11 +34,12 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from runtime.formats.registry import Method, option, register
+
+if TYPE_CHECKING:
+    import torch
 
 GROUP_SIZES = (-1, 32, 64, 128, 256)
 MARLIN_MIN_CAPABILITY = (7, 5)  # GPTQModel 7.7's Marlin: sm75+ (fp16 on sm75)
@@ -103,6 +104,7 @@ def quantize(dense_dir: Path, out: Path, cfg: GptqConfig, calibration: list[torc
 
 
 def _quantize(dense_dir: Path, out: Path, cfg: GptqConfig, calibration: list[torch.Tensor], device: str) -> None:
+    import torch
     from gptqmodel import GPTQModel, QuantizeConfig
 
     qcfg = QuantizeConfig(bits=cfg.bits, group_size=cfg.group_size, desc_act=cfg.act_order,
@@ -145,6 +147,8 @@ def marlin_refusal(quant: dict, config: dict, capability: tuple[int, int] | None
     config) on a card of `capability` (None: any), or None when it can. The rules are GPTQModel's own
     (`MarlinLinear._validate`: bits 4/8, symmetric, group size -1/32/64/128 or the layer width,
     act-order only on tile-aligned shapes, packed widths)."""
+    import torch
+
     with quiet_stdout():
         from gptqmodel.nn_modules.qlinear.marlin import MarlinLinear
 
@@ -164,6 +168,7 @@ def marlin_refusal(quant: dict, config: dict, capability: tuple[int, int] | None
 
 def cuda_backends(folder: Path, device: str) -> list[tuple[object, str | None]]:
     """GPTQModel backends to try on CUDA, best first, each with the reason it is not the first choice."""
+    import torch
     from gptqmodel import BACKEND
 
     config = json.loads((folder / "config.json").read_text())
@@ -179,6 +184,8 @@ def load(folder: Path, params: dict, device: str, dtype: torch.dtype | None) -> 
     On CUDA: Marlin, else Triton, else torch (`cuda_backends`), a note on stderr for each one
     skipped or failed. On CPU the torch kernel's dequantization is left eager, not torch.compile'd
     (docs/design-notes.md)."""
+    import torch
+
     _workers()
     with quiet_stdout():
         from gptqmodel import BACKEND, GPTQModel
@@ -208,7 +215,9 @@ def synthetic(dense_dir: Path, out: Path, cfg: GptqConfig, device: str = "cpu") 
     """A GPTQ folder of the dense backbone's shapes whose decoder Linear layers hold random codes
     (GPTQModel's layout: qweight [in / (32 / bits), out], qzeros [groups, out / (32 / bits)] holding
     zero - 1, fp16 scales [groups, out], g_idx [in]); the other tensors are the dense folder's."""
+    import torch
     from safetensors import safe_open
+    from safetensors.torch import save_file
 
     c = check_shapes(dense_dir, cfg)
     if not cfg.sym or cfg.act_order or cfg.group_size < 0:

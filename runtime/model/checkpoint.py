@@ -32,12 +32,13 @@ from transformers import logging as hf_logging
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from runtime.model.config import AITQEConfig, load_config
+from runtime.defaults import DTYPE_NAMES
 from runtime.errors import InputError
 from runtime.files import check_folder_files, check_regular, read_text
 from runtime.model.sizes import check_llm_shapes, check_vision_shapes, header_shapes
 from runtime.model.vision import VisionEncoder
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.bfloat16, torch.float16, torch.float32)))
 
 
 class AITQEModules(nn.Module):

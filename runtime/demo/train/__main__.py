@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from runtime.demo.train import train
 from runtime.demo.world import KINDS
 
 
@@ -38,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(weights) - set(KINDS)
         if unknown:
             p.error(f"unknown caption kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+    import torch  # after parsing: --help answers at once
+
+    from runtime.demo.train.loop import train
+
     if args.threads:
         torch.set_num_threads(args.threads)
     train(Path(args.output), seed=args.seed, steps=args.steps, batch=args.batch_size, lr=args.lr,
