@@ -51,10 +51,7 @@ def _bundle(root: Path, name: str) -> Source:
         raise InputError(f"--model {root}: a {how} bundle holds a quantized language model, and llama.cpp's "
                          "quantizer starts from 16-bit weights; export the checkpoint folder the bundle came from "
                          "(or a bf16 bundle)")
-    entry = next((v for v in manifest.vision if v.format == "torch"), None)
-    if entry is None:
-        raise InputError(f"--model {root}: the bundle has only an ONNX vision tower, clip.cpp's mmproj is written "
-                         "from the PyTorch one; re-create it with python -m quantize --vision onnx,torch")
+    entry = manifest.torch_vision(f"--model {root}", "clip.cpp's mmproj is written from")
     verify(root, manifest)
     llm = load_backbone(root, manifest, "cpu", None)  # as stored
     vision_cfg = SiglipVisionConfig.from_dict(read_config(root / entry.path / "config.json"))

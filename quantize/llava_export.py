@@ -162,10 +162,7 @@ def export_bundle(src: Path, out: Path) -> dict:
     if method.startswith("bnb-"):
         raise InputError(f"{src}: a {method} bundle cannot be exported (bitsandbytes is quantized at load time by "
                          "transformers and vLLM); export the 16-bit checkpoint it was made from instead")
-    entry = next((v for v in manifest.vision if v.format == "torch"), None)
-    if entry is None:
-        raise InputError(f"{src}: the bundle has only an ONNX vision tower, LLaVA needs the PyTorch one; re-create it "
-                         "with python -m quantize --vision onnx,torch")
+    entry = manifest.torch_vision(str(src), "LLaVA needs")
     verify(src, manifest)
     backbone = json.loads((src / manifest.backbone.path / "config.json").read_text())
     refuse_unmappable(backbone, str(src / manifest.backbone.path / "config.json"))

@@ -86,6 +86,14 @@ class Manifest:
     versions: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # relative path -> sha256
 
+    def torch_vision(self, where: str, needs: str) -> Vision:
+        """The bundle's PyTorch vision tower; else an InputError: `needs` (who) cannot use an ONNX one."""
+        entry = next((v for v in self.vision if v.format == "torch"), None)
+        if entry is None:
+            raise InputError(f"{where}: the bundle has only an ONNX vision tower, {needs} the PyTorch one; "
+                             "re-create it with python -m quantize --vision onnx,torch")
+        return entry
+
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
 
