@@ -108,11 +108,15 @@ def complete(path: Path) -> bool:
 
 
 def run_of(path: Path) -> dict:
-    """The run settings a verdicts file was written with ({} if none)."""
+    """The run settings a verdicts file was written with ({} if none, or if they are not a JSON object)."""
     import pyarrow.parquet as pq
 
     raw = (pq.read_metadata(path).metadata or {}).get(RUN.encode())
-    return json.loads(raw) if raw else {}
+    try:
+        settings = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
 
 
 def read(path: Path, columns: list[str] | None = None) -> list[dict]:

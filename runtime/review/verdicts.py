@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtime.data import verdicts as verdict_files
 from runtime.data.records import OUTPUT_SUFFIX
 from runtime.errors import InputError
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 CHUNK = 65_536  # rows per index chunk
-RUN_META = "aitqe.run"  # Parquet schema metadata: the run's settings, as JSON
 INDEX = ("key", "overall", "overall_expected", "replaced", "dropped")  # what the survey reads of every row
 SHOWN = ("key", "shard", "overall", "overall_expected", "recaption", "caption", "sub_scores", "sub_scores_expected",
          "error", "parse_error", "caption_truncated", "replaced", "dropped", "note", "model", "model_fingerprint")
@@ -74,16 +74,7 @@ def units(path: Path) -> list[Unit]:
 
 def run_settings(unit: Unit) -> dict:
     """The run's settings from the Parquet metadata `aitqe.run`, or {} (a JSONL run, an older run)."""
-    import pyarrow.parquet as pq
-
-    if unit.jsonl:
-        return {}
-    raw = (pq.read_schema(unit.path).metadata or {}).get(RUN_META.encode())
-    try:
-        settings = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return settings if isinstance(settings, dict) else {}
+    return {} if unit.jsonl else verdict_files.run_of(unit.path)
 
 
 def _jsonl_lines(unit: Unit) -> Iterator[tuple[int, dict]]:
