@@ -53,7 +53,7 @@ def test_the_verdicts_folder_reads_whole_with_pandas_and_has_the_curators_column
 
 def test_duckdb_reads_the_verdicts_folder(scored):
     duckdb = pytest.importorskip("duckdb")
-    assert duckdb.sql(f"select count(*) from '{scored / 'verdicts'}/*.parquet'").fetchone()[0] == 12
+    assert duckdb.sql(f"select count(*) from '{scored / 'verdicts'}/*.parquet'").fetchall() == [(12,)]
 
 
 @pytest.mark.parametrize("fmt", ["datacomp-npy", "keys", "parquet"])
